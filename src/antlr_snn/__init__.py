@@ -1,0 +1,1 @@
+"""antlr-snn: spiking neural networks trained with ANTLR."""
