@@ -1,0 +1,76 @@
+"""Decisions from output spikes (Sec. 4.2) and spike accounting (Fig. 7, 8).
+
+A sample with no output spike gets the prediction ``-1``, which never equals a label.
+
+Example:
+    >>> import torch
+    >>> from antlr_snn import decode
+    >>> S = torch.zeros(5, 2, 3); S[3, 0, 1] = 1; S[1, 0, 2] = 1; S[4, 0, 2] = 1
+    >>> decode.earliest_spike(S).tolist(), decode.most_spikes(S).tolist()
+    ([2, -1], [2, -1])
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["earliest_spike", "most_spikes", "decision_step", "spike_counts", "accuracy"]
+
+
+def _spikes(out) -> torch.Tensor:
+    return (out.spikes if hasattr(out, "spikes") else out).detach()
+
+
+def _first_times(S: torch.Tensor) -> torch.Tensor:
+    """First spike step per neuron, ``T`` where silent."""
+    T = S.shape[0]
+    fired = S.amax(0) > 0
+    return torch.where(fired, S.argmax(0), torch.full_like(S[0], T, dtype=torch.long))
+
+
+def earliest_spike(out) -> torch.Tensor:
+    """Class of the earliest first spike; ties go to the lowest index; silent -> -1."""
+    S = _spikes(out)
+    first = _first_times(S)
+    pred = first.argmin(-1)  # argmin returns the lowest index among ties
+    return torch.where(first.min(-1).values < S.shape[0], pred, torch.full_like(pred, -1))
+
+
+def most_spikes(out) -> torch.Tensor:
+    """Class with most spikes; ties go to the earliest first spike, then the lowest index."""
+    S = _spikes(out)
+    T = S.shape[0]
+    counts = S.sum(0).long()
+    # one integer key: more spikes first, then earlier first spike
+    key = counts * (T + 1) + (T - _first_times(S))
+    pred = key.argmax(-1)
+    return torch.where(counts.amax(-1) > 0, pred, torch.full_like(pred, -1))
+
+
+def decision_step(out) -> torch.Tensor:
+    """Step of the first output spike per sample (the earliest-spike decision), ``T - 1`` if none."""
+    S = _spikes(out)
+    first = _first_times(S).amin(-1)
+    return first.clamp_max(S.shape[0] - 1)
+
+
+def spike_counts(out) -> dict:
+    """Hidden + output spikes per sample: ``total`` and ``to_decision`` (up to and including the
+    first output spike; every step if the output stays silent). Also ``hidden`` and ``output``."""
+    layers = getattr(out, "layers", ()) or (out,)
+    step = decision_step(out)
+    T = out.spikes.shape[0]
+    upto = (torch.arange(T, device=step.device).reshape(T, *([1] * step.dim())) <= step).to(
+        out.spikes.dtype)
+    per_layer = [l.spikes.detach().sum(dim=(0, -1)) for l in layers]
+    upto_layer = [(l.spikes.detach() * upto.unsqueeze(-1)).sum(dim=(0, -1)) for l in layers]
+    return {
+        "total": sum(per_layer),
+        "to_decision": sum(upto_layer),
+        "hidden": sum(per_layer[:-1]) if len(per_layer) > 1 else torch.zeros_like(per_layer[0]),
+        "output": per_layer[-1],
+    }
+
+
+def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of correct predictions (a prediction of -1 is always wrong)."""
+    return (pred == labels).float().mean().item()

@@ -1,0 +1,163 @@
+"""The losses of Table 1 and the spike regularisers of Sec. 4, as functions of ``(S, d)``.
+
+Every loss takes a :class:`~antlr_snn.layers.SpikeOutput` (or anything with ``.spikes`` and
+``.shift`` of shape ``[T, *batch, N]``) and returns a scalar averaged over the batch. Autograd
+then delivers dL/dS to ``out.spikes`` and dL/dt to ``out.shift``: exactly the activation and
+timing gradients that Table 1 lists.
+
+Example:
+    >>> import torch
+    >>> from antlr_snn import SpikingNetwork, losses
+    >>> net = SpikingNetwork([10, 20, 5])
+    >>> out = net(torch.bernoulli(torch.full((40, 3, 10), 0.2)))
+    >>> loss = losses.count_loss(out, torch.ones(3, 5)) + losses.latency_loss(out, torch.tensor([0, 1, 2]))
+    >>> loss.backward()
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike_loss",
+           "no_spike_penalty", "first_spike_times", "exponential_kernel", "filter_spikes"]
+
+
+def _batch_shape(out) -> tuple:
+    return tuple(out.spikes.shape[1:-1])
+
+
+def _check_target(target: torch.Tensor, shape: tuple, name: str) -> None:
+    if tuple(target.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
+    if target.is_floating_point() and not torch.isfinite(target).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def count_loss(out, target_counts: torch.Tensor) -> torch.Tensor:
+    """Count loss ``sum_o (sum_t S_o[t] - n_o)^2 / T`` (Table 1), averaged over the batch.
+
+    dL/dS_o[t] = 2 (sum_t S_o - n_o) / T per sample; no timing gradient.
+    """
+    S = out.spikes
+    _check_target(target_counts, S.shape[1:], "target_counts")
+    err = S.sum(0) - target_counts.to(S.dtype)
+    return (err.pow(2).sum(-1) / S.shape[0]).mean()
+
+
+def exponential_kernel(num_steps: int, tau: float, dtype=torch.float32, device=None):
+    """``kappa[k] = exp(-k / tau)`` for k >= 0 and its backward difference ``kappa*``."""
+    if not (tau > 0):
+        raise ValueError(f"tau must be > 0, got {tau!r}")
+    k = torch.arange(num_steps, dtype=torch.float64)
+    kappa = torch.exp(-k / tau)
+    dkappa = kappa - torch.cat([kappa.new_zeros(1), kappa[:-1]])
+    return kappa.to(dtype=dtype, device=device), dkappa.to(dtype=dtype, device=device)
+
+
+def _causal_matrix(kern: torch.Tensor) -> torch.Tensor:
+    """``M[tau, t] = kern[tau - t]`` for tau >= t, else 0."""
+    T = kern.shape[0]
+    idx = torch.arange(T, device=kern.device)
+    diff = idx[:, None] - idx[None, :]
+    return torch.where(diff >= 0, kern[diff.clamp_min(0)], kern.new_zeros(()))
+
+
+def filter_spikes(spikes: torch.Tensor, tau: float, shift: torch.Tensor = None) -> torch.Tensor:
+    """``(kappa * S)[tau]``; with ``shift`` also ``- (kappa* * (S d))``, the first-order effect of
+    moving each spike by ``d`` (its value is unchanged because ``d = 0``)."""
+    kappa, dkappa = exponential_kernel(spikes.shape[0], tau, spikes.dtype, spikes.device)
+    flat = spikes.reshape(spikes.shape[0], -1)
+    filt = _causal_matrix(kappa) @ flat
+    if shift is not None:
+        filt = filt - _causal_matrix(dkappa) @ (flat * shift.reshape(flat.shape))
+    return filt.reshape(spikes.shape)
+
+
+def spike_train_loss(out, target_spikes: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
+    """Van Rossum spike-train loss ``sum_o sum_t d_o[t]^2`` with an exponential kernel (Table 1).
+
+    ``d_o = kappa * S_o - kappa * S_o^tar``, ``kappa[k] = exp(-k / tau)`` (tau in steps).
+    Gradients: dL/dS_o[t] = 2 sum_tau kappa[tau - t] d_o[tau] and
+    dL/dt_o = -2 sum_tau kappa*[tau - t_o] d_o[tau] at each output spike t_o.
+    """
+    S = out.spikes
+    _check_target(target_spikes, S.shape, "target_spikes")
+    target = target_spikes.to(S.dtype)
+    if ((target != 0) & (target != 1)).any():
+        raise ValueError("target_spikes must be binary (0 or 1)")
+    diff = filter_spikes(S, tau, out.shift) - filter_spikes(target, tau)
+    return diff.pow(2).sum(dim=(0, -1)).mean()
+
+
+def first_spike_times(out) -> tuple:
+    """First-spike time of every neuron, ``[*batch, N]``, and a mask of neurons that fired.
+
+    A fired neuron's time is ``(index of its first spike) + d`` there, so autograd carries
+    dL/dt into ``out.shift``; a silent neuron gets ``T`` (the end) with no gradient.
+    """
+    S = out.spikes
+    T = S.shape[0]
+    fired = S.detach().amax(0) > 0
+    first = S.detach().argmax(0)  # argmax returns the first maximal index
+    shift_at_first = out.shift.gather(0, first.unsqueeze(0)).squeeze(0)
+    times = torch.where(fired, first.to(S.dtype) + shift_at_first, torch.full_like(shift_at_first, T))
+    return times, fired
+
+
+def latency_loss(out, labels: torch.Tensor, beta: float = 1.0 / 6.0) -> torch.Tensor:
+    """Cross-entropy of ``softmax(-beta t_first)`` (Table 1), averaged over the batch.
+
+    dL/dt_o = -beta (p_o - y_o) at each output neuron's first spike; no activation gradient.
+    """
+    batch = _batch_shape(out)
+    _check_target(labels, batch, "labels")
+    n = out.spikes.shape[-1]
+    if labels.is_floating_point() or labels.min() < 0 or labels.max() >= n:
+        raise ValueError(f"labels must be integers in [0, {n - 1}]")
+    if not (beta > 0):
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    times, _ = first_spike_times(out)
+    logits = -beta * times
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, n), labels.reshape(-1).long())
+
+
+def at_least_one_spike_loss(out, labels: torch.Tensor, weight: float = 0.05) -> torch.Tensor:
+    """``weight * {min(sum_t S_d[t], 1) - 1}^2`` for the desired neuron d (Sec. 4.2).
+
+    When the desired neuron is silent, dL/dS_d[t] = -2 weight per sample at every step; the
+    default 0.05 gives the authors' -0.1 / B.
+    """
+    S = out.spikes
+    batch = _batch_shape(out)
+    _check_target(labels, batch, "labels")
+    counts = S.sum(0).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+    return weight * (counts.clamp(max=1.0) - 1).pow(2).mean()
+
+
+def no_spike_penalty(layers, outs, strength: float = 100.0) -> torch.Tensor:
+    """No-spike penalty of the timing method (Sec. 4; dead-neuron fix of [8]).
+
+    Returns a scalar whose gradient on each layer's weight ``w_ji`` is
+    ``-(strength / fan_in) * (fraction of the batch in which neuron j never fired)``,
+    which pushes the incoming weights of silent neurons up. Its value is that gradient
+    contracted with the weights, and is not meant to be read.
+
+    Args:
+        layers: a :class:`~antlr_snn.SpikingNetwork` or a sequence of ``LIFLayer``.
+        outs: the network's output (its ``.layers`` are used) or one output per layer.
+    """
+    if strength < 0:
+        raise ValueError(f"strength must be >= 0, got {strength!r}")
+    layers = list(getattr(layers, "layers", layers))
+    outs = list(getattr(outs, "layers", outs))
+    if len(layers) != len(outs):
+        raise ValueError(f"got {len(layers)} layers but {len(outs)} layer outputs")
+    total = 0.0
+    for layer, o in zip(layers, outs):
+        silent = (o.spikes.detach().amax(0) == 0).to(layer.weight.dtype)  # [*batch, N]
+        if layer.replicas is None:
+            frac = silent.reshape(-1, silent.shape[-1]).mean(0)          # [N]
+        else:
+            frac = silent.mean(1)                                        # [R, N]
+        coef = -(strength / layer.in_features) * frac
+        total = total + (coef.unsqueeze(-1) * layer.weight).sum()
+    return total

@@ -1,0 +1,153 @@
+"""The gradient methods: activation (Eq. 6, 9), timing (Eq. 7, 10), ANTLR (Eq. 8) and BPTT.
+
+Two channels travel between layers through ordinary autograd, as dual numbers: a layer
+returns its spikes ``S`` and a zero-valued "time shift" ``d`` of the same shape (the spike at
+step t really happens at t + d). The gradient autograd delivers to ``S`` is dL/dS (the
+activation channel); the gradient it delivers to ``d`` is dL/dt (the timing channel). Losses
+are differentiable functions of ``(S, d)``, so users can write their own.
+
+:class:`LIFFunction` computes both channels for the layer below with the O(T) reverse
+recursions of :func:`antlr_snn.neuron.adjoint_recurrence`. ``"bptt"`` needs no custom backward:
+:func:`bptt_forward` is plain autograd through Eq. 1-3 with the reset path attached (Fig. 2a).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from antlr_snn import kernels
+from antlr_snn.neuron import LIFParameters, fired_before, surrogate, vstar
+
+METHODS = ("antlr", "activation", "timing", "bptt")
+
+
+class MethodConfig(NamedTuple):
+    """Which channels a layer turns into dL/dV (Eq. 8)."""
+
+    lambda_act: float
+    lambda_tim: float
+    single_spike: bool
+
+
+def method_config(method: str, lambda_act: float = 1.0, lambda_tim: float = 1.0,
+                  single_spike: bool = False) -> MethodConfig:
+    """Validate ``method`` and the lambdas; ``activation``/``timing`` are ANTLR with (1,0)/(0,1)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for name, lam in (("lambda_act", lambda_act), ("lambda_tim", lambda_tim)):
+        if not isinstance(lam, (int, float)) or not (lam >= 0) or lam == float("inf"):
+            raise ValueError(f"{name} must be a finite number >= 0, got {lam!r}")
+    if method == "activation":
+        lambda_act, lambda_tim = 1.0, 0.0
+    elif method == "timing":
+        lambda_act, lambda_tim = 0.0, 1.0
+    return MethodConfig(float(lambda_act), float(lambda_tim), bool(single_spike))
+
+
+def project(s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x[t] = sum_i w_ij S_i[t]`` for all steps in one product (sparse input uses a gather)."""
+    return kernels.project(s, weight)
+
+
+def _bias_shape(weight: torch.Tensor) -> tuple:
+    """Broadcast shape of the bias: ``[N]``, or ``[R, 1, N]`` for ``R`` replica networks."""
+    return (weight.shape[0],) if weight.dim() == 2 else (weight.shape[0], 1, weight.shape[1])
+
+
+def _bias_view(bias: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return bias.reshape(_bias_shape(weight))
+
+
+class LIFFunction(torch.autograd.Function):
+    """One LIF layer with the combined activation/timing backward pass.
+
+    Inputs: spikes ``s_in`` and shift ``d_in`` (``[T, *batch, N_in]``; ``d_in`` may be None),
+    ``weight [N, N_in]``, ``bias [N]``. Outputs: ``S``, ``d`` (zeros) and ``V``.
+    """
+
+    @staticmethod
+    def forward(ctx, s_in, d_in, weight, bias, p: LIFParameters, cfg: MethodConfig):
+        x = project(s_in, weight)
+        S, V = kernels.lif_recurrence(x, _bias_view(bias, weight), p, cfg.single_spike)
+        ctx.save_for_backward(s_in, weight, S, V)
+        ctx.p, ctx.cfg = p, cfg
+        ctx.has_d_in = d_in is not None
+        return S, torch.zeros_like(S), V
+
+    @staticmethod
+    def backward(ctx, grad_s, grad_d, grad_v):
+        s_in, weight, S, V = ctx.saved_tensors
+        p, cfg = ctx.p, ctx.cfg
+        g = dl_dv(S, V, grad_s, grad_d, p, cfg)
+        if grad_v is not None:
+            g = g + grad_v
+        U, A = kernels.adjoint_recurrence(g, S, p)
+        need_s, need_d, need_w, need_b = ctx.needs_input_grad[:4]
+        grad_s_in = grad_d_in = grad_w = grad_b = None
+        if need_w:
+            grad_w = p.beta_i * kernels.weight_grad(A, s_in)
+        if need_b:
+            grad_b = p.beta_bias * U.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
+        if need_s:
+            # activation channel: dL/dS_i[t] = beta_i sum_j w_ij A_j[t]  (Eq. 6 as a recursion)
+            grad_s_in = p.beta_i * (A @ weight)
+        if need_d and ctx.has_d_in:
+            # timing channel: dL/dt_i[t] = -beta_i sum_j w_ij (A_j[t] - (1 - S_j[t]) A_j[t+1])
+            nxt = torch.zeros_like(A)
+            nxt[:-1] = (1 - S[:-1]) * A[1:]
+            grad_d_in = -p.beta_i * ((A - nxt) @ weight) * s_in
+        return grad_s_in, grad_d_in, grad_w, grad_b, None, None
+
+
+def dl_dv(S, V, grad_s, grad_d, p: LIFParameters, cfg: MethodConfig) -> torch.Tensor:
+    """Eq. 8: ``lambda_act sigma(V) dL/dS + lambda_tim S (-1/V*) dL/dt``."""
+    g = torch.zeros_like(V)
+    if cfg.lambda_act != 0.0 and grad_s is not None:
+        sig = surrogate(V, p)
+        if cfg.single_spike:  # S[t] = Theta(V[t]) (1 - fired before t)
+            sig = sig * (1 - fired_before(S))
+        g = g + cfg.lambda_act * sig * grad_s
+    if cfg.lambda_tim != 0.0 and grad_d is not None:
+        g = g - cfg.lambda_tim * S * grad_d / vstar(S, V, p)
+    return g
+
+
+class SurrogateSpike(torch.autograd.Function):
+    """Heaviside step whose backward pass uses sigma(V) (for ``"bptt"``)."""
+
+    @staticmethod
+    def forward(ctx, v, p: LIFParameters):
+        ctx.save_for_backward(v)
+        ctx.p = p
+        return (v >= p.threshold).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        return grad * surrogate(v, ctx.p), None
+
+
+def bptt_forward(s_in, weight, bias, p: LIFParameters, single_spike: bool = False):
+    """RNN-like activation method (Fig. 2a): autograd through Eq. 1-3, reset path attached.
+
+    The single-spike mask (neurons that already fired) is a constraint, not a dynamics path,
+    so it is detached.
+    """
+    x = p.beta_i * project(s_in, weight)
+    bias_term = p.beta_bias * _bias_view(bias, weight)
+    i_t = torch.zeros_like(x[0])
+    v_t = torch.zeros_like(x[0])
+    s_t = torch.zeros_like(x[0])
+    fired = torch.zeros_like(x[0])
+    spikes, volts = [], []
+    for t in range(x.shape[0]):
+        i_t = p.alpha_i * (1 - s_t) * i_t + x[t]
+        v_t = p.alpha_v * (1 - s_t) * v_t + p.beta_v * i_t + bias_term
+        s_t = SurrogateSpike.apply(v_t, p)
+        if single_spike:
+            s_t = s_t * (1 - fired)
+            fired = fired + s_t.detach()
+        spikes.append(s_t)
+        volts.append(v_t)
+    return torch.stack(spikes), torch.stack(volts)
