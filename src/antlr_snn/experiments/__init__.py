@@ -1,0 +1,1 @@
+"""Experiments of the paper, one module per CLI subcommand (see :mod:`antlr_snn.cli`)."""
