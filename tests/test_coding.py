@@ -1,0 +1,124 @@
+"""Encoders, decisions, spike accounting and input validation."""
+import math
+
+import pytest
+import torch
+
+from antlr_snn import LIFLayer, SpikeOutput, SpikingNetwork, decode, encode
+
+
+def test_latency_code_exact_steps():
+    x = torch.tensor([[1.0, 0.5, 0.0, 0.01, 0.25], [0.2, 1e-6, 1.0, 0.0, 0.999]])
+    s = encode.latency(x, num_steps=30)
+    assert s.shape == (30, 2, 5)
+    assert s.sum(0).tolist() == [[1, 1, 0, 1, 1], [1, 1, 1, 0, 1]]  # once each, x = 0 never
+    steps = s.argmax(0)
+    expected = [[math.floor(24 * (1 - v)) for v in row] for row in x.tolist()]
+    for b in range(2):
+        for i in range(5):
+            if x[b, i] > 0:
+                assert steps[b, i].item() == expected[b][i]
+    assert steps[0, 0] == 0 and steps[0, 1] == 12 and steps[1, 1] == 23
+
+
+def test_latency_code_images_and_errors():
+    imgs = torch.rand(3, 28, 28)
+    assert encode.latency(imgs, num_steps=100).shape == (100, 3, 784)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encode.latency(imgs * 255, num_steps=100)
+    with pytest.raises(ValueError, match="NaN"):
+        encode.latency(torch.full((1, 3), math.nan), num_steps=100)
+    with pytest.raises(ValueError, match="t_max"):
+        encode.latency(imgs, num_steps=10)
+
+
+def test_rate_code_statistics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([[0.0, 0.25, 1.0]])
+    s = encode.rate(x.expand(2000, 3), num_steps=50, generator=g)
+    rates = s.mean(dim=(0, 1))
+    assert rates[0] == 0 and rates[2] == 1
+    assert abs(rates[1].item() - 0.25) < 0.01
+
+
+def test_decisions_and_ties():
+    T = 6
+    S = torch.zeros(T, 4, 3)
+    S[2, 0, 1] = S[2, 0, 2] = 1; S[4, 0, 2] = 1   # tie at step 2 -> 1; most spikes -> 2
+    S[3, 1, 0] = S[1, 1, 2] = 1                   # earliest 2; most: tie 1-1 -> earlier (2)
+    S[0, 2, 0] = S[5, 2, 1] = S[4, 2, 1] = 1      # earliest 0; most 1
+    assert decode.earliest_spike(S).tolist() == [1, 2, 0, -1]
+    assert decode.most_spikes(S).tolist() == [2, 2, 1, -1]
+    S2 = torch.zeros(4, 1, 3); S2[1, 0, 0] = S2[1, 0, 2] = 1
+    assert decode.most_spikes(S2).tolist() == [0]  # same count, same time -> lowest index
+    labels = torch.tensor([1, 2, 1, 0])
+    assert decode.accuracy(decode.earliest_spike(S), labels) == 0.5  # silent sample is wrong
+
+
+def test_spike_counts_to_decision():
+    T = 8
+    hid = torch.zeros(T, 2, 4)
+    outp = torch.zeros(T, 2, 2)
+    hid[0, 0, 0] = hid[3, 0, 1] = hid[6, 0, 2] = 1
+    outp[3, 0, 1] = outp[7, 0, 0] = 1      # sample 0 decides at step 3
+    hid[1, 1, :] = 1                       # sample 1 never decides
+    z = torch.zeros_like
+    out = SpikeOutput(outp, z(outp), z(outp),
+                      layers=(SpikeOutput(hid, z(hid), z(hid)), SpikeOutput(outp, z(outp), z(outp))))
+    c = decode.spike_counts(out)
+    assert c["total"].tolist() == [5, 4]
+    assert c["to_decision"].tolist() == [3, 4]   # steps 0..3 inclusive: 2 hidden + 1 output
+    assert c["hidden"].tolist() == [3, 4] and c["output"].tolist() == [2, 0]
+    assert decode.decision_step(out).tolist() == [3, T - 1]
+
+
+def test_bad_input_raises_clear_errors():
+    layer = LIFLayer(4, 3)
+    ok = torch.zeros(5, 2, 4)
+    with pytest.raises(ValueError, match="binary"):
+        layer(torch.full((5, 2, 4), 0.5))
+    bad = ok.clone(); bad[0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        layer(bad)
+    with pytest.raises(ValueError, match="rank 3"):
+        layer(torch.zeros(5, 4))
+    with pytest.raises(ValueError, match="in_features=4"):
+        layer(torch.zeros(5, 2, 7))
+    with pytest.raises(ValueError, match="unknown method 'foo'"):
+        LIFLayer(4, 3, method="foo")
+    for name in ("alpha_v", "alpha_i"):
+        for value in (0.0, 1.5, -0.1):
+            with pytest.raises(ValueError, match=name):
+                LIFLayer(4, 3, **{name: value})
+    with pytest.raises(ValueError, match="lambda_act"):
+        LIFLayer(4, 3, lambda_act=-1.0)
+    with pytest.raises(ValueError, match="lambda_tim"):
+        LIFLayer(4, 3, lambda_tim=-0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        LIFLayer(4, 3, threshold=0.0)
+    with pytest.raises(ValueError, match="in_features"):
+        LIFLayer(0, 3)
+    with pytest.raises(ValueError, match="previous layer has 3"):
+        LIFLayer(5, 2)(layer(ok))
+    with pytest.raises(ValueError, match="sizes"):
+        SpikingNetwork([4])
+
+
+def test_integer_and_bool_spikes_accepted():
+    layer = LIFLayer(4, 3)
+    x = torch.bernoulli(torch.full((5, 2, 4), 0.5))
+    ref = layer(x).spikes
+    torch.testing.assert_close(layer(x.bool()).spikes, ref)
+    torch.testing.assert_close(layer(x.to(torch.uint8)).spikes, ref)
+
+
+def test_default_constants_follow_authors():
+    layer = LIFLayer(3, 2)
+    p = layer.params
+    assert (p.alpha_v, p.alpha_i, p.threshold, p.beta_i) == (0.99, 0.99, 1.0, 1.0)
+    peak = max((k + 1) * 0.99 ** k for k in range(1000))
+    assert p.beta_v == pytest.approx(1 / peak) and p.beta_bias == pytest.approx(1 / peak)
+    assert peak == pytest.approx(36.97, abs=0.01)
+    assert torch.all(layer.bias == 0)
+    assert layer.weight.abs().max() <= 1 / math.sqrt(3)
+    assert LIFLayer(3, 2, alpha_v=1.0, alpha_i=0.5).params.beta_v == pytest.approx(0.5)
