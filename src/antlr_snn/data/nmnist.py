@@ -1,0 +1,150 @@
+"""N-MNIST from its original ``.bin`` files, binned into binary spike frames.
+
+Each event is 40 bits (5 bytes): byte0 = x (0..33), byte1 = y (0..33),
+byte2 bit 7 = polarity, and a 23-bit timestamp in microseconds
+``t = ((b2 & 127) << 16) | (b3 << 8) | b4``.
+
+Frames are [T, 2 * 34 * 34] with feature index ``p * 34 * 34 + y * 34 + x``.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+SIZE = 34
+NUM_FEATURES = 2 * SIZE * SIZE
+EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.uint8)])
+SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
+
+
+def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode N-MNIST 40-bit events into a structured array with fields x, y, t, p.
+
+    Raises ValueError naming ``name`` if the length is not a multiple of 5 or a
+    coordinate is outside 0..33.
+
+    >>> ev = decode_events(bytes([3, 5, 0x81, 0x02, 0x03]))  # t = 1 << 16 | 2 << 8 | 3
+    >>> ev["x"].tolist(), ev["y"].tolist(), ev["t"].tolist(), ev["p"].tolist()
+    ([3], [5], [66051], [1])
+    """
+    if len(raw) % 5:
+        raise ValueError(f"{name}: length {len(raw)} bytes is not a multiple of 5 (40-bit events)")
+    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+    events = np.empty(len(b), dtype=EVENT_DTYPE)
+    events["x"], events["y"] = b[:, 0], b[:, 1]
+    events["p"] = b[:, 2] >> 7
+    events["t"] = ((b[:, 2] & 127) << 16) | (b[:, 3] << 8) | b[:, 4]
+    bad = (b[:, 0] >= SIZE) | (b[:, 1] >= SIZE)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{name}: event {i} has x={b[i, 0]}, y={b[i, 1]} outside the 34x34 sensor"
+        )
+    return events
+
+
+def read_nmnist_bin(path: str | os.PathLike) -> np.ndarray:
+    """Read one N-MNIST ``.bin`` file; see :func:`decode_events`.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "00001.bin")
+    >>> with open(p, "wb") as fh:
+    ...     _ = fh.write(bytes([1, 2, 0x00, 0x03, 0xE8]))
+    >>> read_nmnist_bin(p)["t"].tolist()
+    [1000]
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        return decode_events(fh.read(), path)
+
+
+def events_to_frames(events: np.ndarray, num_steps: int = 300,
+                     window_ms: float = 300.0) -> torch.Tensor:
+    """Bin events of the window [0, window_ms) into ``num_steps`` binary frames.
+
+    Returns uint8 [num_steps, 2312]; events of one pixel and polarity in one bin
+    give a single 1, events at or after the window's end are dropped.
+
+    >>> ev = decode_events(bytes([3, 5, 0x80, 0x03, 0xE8,  3, 5, 0x80, 0x03, 0xE9]))
+    >>> f = events_to_frames(ev, num_steps=300)  # both events at t=1000, 1001 us -> bin 1
+    >>> f.shape, int(f.sum()), int(f[1, 34 * 34 + 5 * 34 + 3])
+    (torch.Size([300, 2312]), 1, 1)
+    """
+    window_us = window_ms * 1000.0
+    t = events["t"]
+    keep = t < window_us
+    # float64 is exact here: t * num_steps < 2**53 for 23-bit timestamps.
+    bins = np.floor(t[keep] * num_steps / window_us).astype(np.int64)
+    p, y, x = (events[f][keep].astype(np.int64) for f in ("p", "y", "x"))
+    feat = (p * SIZE + y) * SIZE + x
+    frames = np.zeros((num_steps, NUM_FEATURES), dtype=np.uint8)
+    frames[bins, feat] = 1  # repeated indices just set 1 again
+    return torch.from_numpy(frames)
+
+
+def _layout_help(root: str) -> str:
+    return (
+        f"put the original N-MNIST files as {root}/Train/0..9/*.bin and {root}/Test/0..9/*.bin "
+        "(the unpacked Train.zip and Test.zip)"
+    )
+
+
+def list_nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[str], list[int]]:
+    """Sorted ``.bin`` paths and their labels for split "train" (Train/) or "test" (Test/).
+
+    >>> list_nmnist_files("/nonexistent", "test")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    FileNotFoundError: N-MNIST folder /nonexistent/Test/0 not found: put the original ...
+    """
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = os.fspath(root)
+    files, labels = [], []
+    for digit in range(10):
+        folder = os.path.join(root, SPLIT_FOLDERS[split], str(digit))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"N-MNIST folder {folder} not found: {_layout_help(root)}")
+        found = sorted(glob.glob(os.path.join(folder, "*.bin")))
+        files += found
+        labels += [digit] * len(found)
+    if not files:
+        where = os.path.join(root, SPLIT_FOLDERS[split])
+        raise FileNotFoundError(f"no .bin files under {where}: {_layout_help(root)}")
+    return files, labels
+
+
+class NMNIST(Dataset):
+    """Lazy N-MNIST: files are listed at init and read and binned on access.
+
+    Items are ``(spikes, label)``: spikes uint8 [num_steps, 2312] (0/1), label int.
+
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> for d in range(10):
+    ...     os.makedirs(os.path.join(root, "Test", str(d)))
+    >>> with open(os.path.join(root, "Test", "7", "00001.bin"), "wb") as fh:
+    ...     _ = fh.write(bytes([0, 0, 0x80, 0, 5]))
+    >>> ds = NMNIST(root, "test", num_steps=10)
+    >>> spikes, label = ds[0]
+    >>> len(ds), tuple(spikes.shape), label, int(spikes[0, 34 * 34])
+    (1, (10, 2312), 7, 1)
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, num_steps: int = 300,
+                 window_ms: float = 300.0):
+        self.root = os.fspath(root)
+        self.split = split
+        self.num_steps = int(num_steps)
+        self.window_ms = float(window_ms)
+        self.files, self.labels = list_nmnist_files(self.root, split)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        events = read_nmnist_bin(self.files[index])
+        return events_to_frames(events, self.num_steps, self.window_ms), self.labels[index]

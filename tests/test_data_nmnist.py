@@ -1,0 +1,163 @@
+"""N-MNIST: the 40-bit event format, exact binning, the lazy Dataset and its errors."""
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from antlr_snn.data import load_dataset, nmnist_split
+from antlr_snn.data.nmnist import (EVENT_DTYPE, NMNIST, decode_events, events_to_frames,
+                                   read_nmnist_bin)
+
+
+def encode(events) -> bytes:
+    """The original format, written independently of the decoder: (x, y, t_us, p) -> 5 bytes."""
+    out = bytearray()
+    for x, y, t, p in events:
+        out += bytes([x, y, (p << 7) | (t >> 16), (t >> 8) & 0xFF, t & 0xFF])
+    return bytes(out)
+
+
+EVENTS = [(0, 0, 0, 0), (33, 33, 2**23 - 1, 1), (3, 5, 66051, 1), (12, 7, 1000, 0), (1, 2, 255, 1)]
+
+
+def feature(x, y, p):
+    return p * 34 * 34 + y * 34 + x
+
+
+def test_encoding_helper_matches_spec():
+    # byte2 bit7 = polarity, byte2 bits 6..0 + byte3 + byte4 = 23-bit timestamp
+    assert encode([(3, 5, 66051, 1)]) == bytes([3, 5, 0x81, 0x02, 0x03])
+
+
+def test_decode_exact(tmp_path):
+    path = tmp_path / "00001.bin"
+    path.write_bytes(encode(EVENTS))
+    ev = read_nmnist_bin(path)
+    assert ev.dtype == EVENT_DTYPE
+    decoded = zip(*(ev[f].tolist() for f in ("x", "y", "t", "p")))
+    assert list(decoded) == EVENTS
+
+
+def test_tonic_reader_agrees_on_valid_files():
+    tonic_io = pytest.importorskip("tonic.io")
+    raw = encode(EVENTS)
+    ours = decode_events(raw)
+    theirs = tonic_io.read_mnist_file(io.BytesIO(raw), EVENT_DTYPE, is_stream=True)
+    for field in ("x", "y", "t", "p"):
+        np.testing.assert_array_equal(ours[field], theirs[field])
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.bin").write_bytes(b"")
+    ev = read_nmnist_bin(tmp_path / "e.bin")
+    assert len(ev) == 0 and int(events_to_frames(ev).sum()) == 0
+
+
+def test_length_not_multiple_of_5(tmp_path):
+    path = tmp_path / "cut.bin"
+    path.write_bytes(encode(EVENTS)[:-2])
+    with pytest.raises(ValueError, match=r"cut\.bin: length 23 bytes is not a multiple of 5"):
+        read_nmnist_bin(path)
+
+
+@pytest.mark.parametrize("x, y", [(34, 0), (0, 34), (255, 240)])
+def test_coordinates_out_of_range(tmp_path, x, y):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(encode([(1, 1, 5, 0), (x, y, 6, 1)]))
+    with pytest.raises(ValueError, match=rf"bad\.bin: event 1 has x={x}, y={y} outside"):
+        read_nmnist_bin(path)
+
+
+def test_binning_exact_default_1ms():
+    ev = decode_events(encode([
+        (1, 2, 0, 1),         # bin 0
+        (1, 2, 999, 1),       # bin 0 again, same pixel/polarity: still one spike
+        (1, 2, 999, 0),       # bin 0, other polarity: its own spike
+        (1, 2, 1000, 1),      # bin 1
+        (33, 33, 299_999, 1),  # last bin
+        (4, 4, 300_000, 1),   # at the window's end: dropped
+        (4, 4, 8_000_000, 0),  # far beyond: dropped
+    ]))
+    frames = events_to_frames(ev)
+    expected = torch.zeros(300, 2312, dtype=torch.uint8)
+    expected[0, feature(1, 2, 1)] = 1
+    expected[0, feature(1, 2, 0)] = 1
+    expected[1, feature(1, 2, 1)] = 1
+    expected[299, feature(33, 33, 1)] = 1
+    assert frames.dtype == torch.uint8 and frames.shape == (300, 2312)
+    assert torch.equal(frames, expected)
+
+
+def test_binning_exact_coarse_and_fractional():
+    ev = decode_events(encode([(0, 0, 2999, 0), (0, 0, 3000, 0), (5, 6, 299_999, 1)]))
+    frames = events_to_frames(ev, num_steps=100)  # 3 ms bins
+    assert frames.sum() == 3
+    assert frames[0, 0] == 1 and frames[1, 0] == 1 and frames[99, feature(5, 6, 1)] == 1
+    ev = decode_events(encode([(2, 0, 499, 1), (2, 0, 500, 1), (2, 0, 1499, 1), (2, 0, 1500, 1)]))
+    frames = events_to_frames(ev, num_steps=3, window_ms=1.5)  # 500 us bins, 1500 dropped
+    assert frames[:, feature(2, 0, 1)].tolist() == [1, 1, 1] and frames.sum() == 3
+
+
+def make_root(root, per_digit=2, split_folder="Train"):
+    """Train/0..9 (or Test/0..9), ``per_digit`` files each; file j of digit d: one ON event
+    at x=d, y=j, t=j ms."""
+    for d in range(10):
+        folder = root / split_folder / str(d)
+        folder.mkdir(parents=True)
+        for j in reversed(range(per_digit)):  # written out of order: listing must sort
+            (folder / f"{j:05d}.bin").write_bytes(encode([(d, j, j * 1000, 1)]))
+    return root
+
+
+def test_dataset_lists_sorted_and_decodes(tmp_path):
+    make_root(tmp_path, per_digit=2, split_folder="Test")
+    ds = NMNIST(tmp_path, "test", num_steps=10, window_ms=10.0)
+    assert len(ds) == 20
+    listed = [f.split("/")[-2:] for f in ds.files[:3]]
+    assert listed == [["0", "00000.bin"], ["0", "00001.bin"], ["1", "00000.bin"]]
+    assert ds.labels == [d for d in range(10) for _ in range(2)]
+    spikes, label = ds[7]  # digit 3, file 1: x=3, y=1, t=1 ms
+    assert label == 3 and spikes.dtype == torch.uint8 and spikes.shape == (10, 2312)
+    assert spikes.sum() == 1 and spikes[1, feature(3, 1, 1)] == 1
+
+
+def test_dataset_is_lazy_and_reports_corrupt_file(tmp_path):
+    make_root(tmp_path, per_digit=1)
+    ds = NMNIST(tmp_path, "train")
+    (tmp_path / "Train" / "4" / "00000.bin").write_bytes(b"\x01\x02\x03")  # after init
+    assert ds[3][1] == 3
+    with pytest.raises(ValueError, match=r"Train/4/00000\.bin: length 3 bytes"):
+        ds[4]
+
+
+def test_missing_folders_say_where_to_put_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        NMNIST(tmp_path, "train")
+    assert "Train/0..9/*.bin" in str(err.value) and "Test/0..9/*.bin" in str(err.value)
+    make_root(tmp_path, per_digit=1)
+    with pytest.raises(FileNotFoundError, match="Test/0 not found"):
+        NMNIST(tmp_path, "test")
+
+
+def test_no_files_at_all(tmp_path):
+    for d in range(10):
+        (tmp_path / "Test" / str(d)).mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no .bin files"):
+        NMNIST(tmp_path, "test")
+
+
+def test_val_carve_is_per_digit_and_disjoint(tmp_path):
+    make_root(tmp_path, per_digit=7)
+    train, val = nmnist_split(tmp_path, "train"), nmnist_split(tmp_path, "val")
+    assert len(train) == 60 and len(val) == 10  # 7 // 6 = 1 file per digit
+    assert not set(train.indices) & set(val.indices)
+    assert [val.dataset.files[i].split("/")[-1] for i in val.indices] == ["00006.bin"] * 10
+    assert sorted(val[i][1] for i in range(10)) == list(range(10))
+
+
+def test_load_dataset_nmnist(tmp_path):
+    make_root(tmp_path, per_digit=1, split_folder="Test")
+    ds = load_dataset("nmnist", "test", data_dir=tmp_path, num_steps=50)
+    spikes, label = ds[9]
+    assert spikes.shape == (50, 2312) and label == 9 and spikes[0, feature(9, 0, 1)] == 1
