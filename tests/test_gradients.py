@@ -7,7 +7,15 @@ import reference as ref
 from antlr_snn import LIFLayer, SpikingNetwork, SpikeOutput
 from antlr_snn.neuron import LIFParameters
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """These tests compare to 1e-9, so they run in float64; restore the default afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def make_net(sizes, method, seed=0, scale=5.0, bias=0.05, offset=0.0, **kw):
