@@ -61,12 +61,20 @@ def test_length_not_multiple_of_5(tmp_path):
         read_nmnist_bin(path)
 
 
-@pytest.mark.parametrize("x, y", [(34, 0), (0, 34), (255, 240)])
+@pytest.mark.parametrize("x, y", [(34, 0), (0, 34), (255, 241)])
 def test_coordinates_out_of_range(tmp_path, x, y):
     path = tmp_path / "bad.bin"
     path.write_bytes(encode([(1, 1, 5, 0), (x, y, 6, 1)]))
     with pytest.raises(ValueError, match=rf"bad\.bin: event 1 has x={x}, y={y} outside"):
         read_nmnist_bin(path)
+
+
+def test_timestamp_overflow_marker():
+    """y == 240 marks a timestamp overflow (Read_Ndataset.m): dropped, later events + 2**13 us."""
+    ev = decode_events(encode([(1, 1, 100, 0), (0, 240, 0, 0), (2, 3, 50, 1), (0, 240, 0, 0),
+                               (4, 5, 7, 1)]))
+    assert ev["x"].tolist() == [1, 2, 4] and ev["y"].tolist() == [1, 3, 5]
+    assert ev["t"].tolist() == [100, 50 + 8192, 7 + 2 * 8192]
 
 
 def test_binning_exact_default_1ms():

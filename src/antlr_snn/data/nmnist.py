@@ -2,7 +2,9 @@
 
 Each event is 40 bits (5 bytes): byte0 = x (0..33), byte1 = y (0..33),
 byte2 bit 7 = polarity, and a 23-bit timestamp in microseconds
-``t = ((b2 & 127) << 16) | (b3 << 8) | b4``.
+``t = ((b2 & 127) << 16) | (b3 << 8) | b4``. As in the dataset's own reader
+(Orchard et al.'s ``Read_Ndataset.m``), an event with ``y == 240`` is a timestamp-overflow
+marker: it is dropped and every later event's timestamp grows by 2**13.
 
 Frames are [T, 2 * 34 * 34] with feature index ``p * 34 * 34 + y * 34 + x``.
 """
@@ -34,10 +36,15 @@ def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(raw) % 5:
         raise ValueError(f"{name}: length {len(raw)} bytes is not a multiple of 5 (40-bit events)")
     b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+    overflow = b[:, 1] == 240
+    t = ((b[:, 2] & 127) << 16) | (b[:, 3] << 8) | b[:, 4]
+    if overflow.any():  # overflow markers shift every later timestamp
+        t = t + (np.cumsum(overflow) << 13)
+        b, t = b[~overflow], t[~overflow]
     events = np.empty(len(b), dtype=EVENT_DTYPE)
     events["x"], events["y"] = b[:, 0], b[:, 1]
     events["p"] = b[:, 2] >> 7
-    events["t"] = ((b[:, 2] & 127) << 16) | (b[:, 3] << 8) | b[:, 4]
+    events["t"] = t
     bad = (b[:, 0] >= SIZE) | (b[:, 1] >= SIZE)
     if bad.any():
         i = int(np.argmax(bad))
