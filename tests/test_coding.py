@@ -122,3 +122,15 @@ def test_default_constants_follow_authors():
     assert torch.all(layer.bias == 0)
     assert layer.weight.abs().max() <= 1 / math.sqrt(3)
     assert LIFLayer(3, 2, alpha_v=1.0, alpha_i=0.5).params.beta_v == pytest.approx(0.5)
+
+
+def test_synaptic_operations():
+    x = torch.zeros(4, 2, 3)
+    x[0, 0, :] = 1                      # 3 input spikes in sample 0
+    hid = torch.zeros(4, 2, 5); hid[1, 0, 0] = hid[2, 1, 4] = hid[3, 1, 1] = 1
+    outp = torch.zeros(4, 2, 2); outp[3, 0, 1] = 1
+    z = torch.zeros_like
+    out = SpikeOutput(outp, z(outp), z(outp),
+                      layers=(SpikeOutput(hid, z(hid), z(hid)), SpikeOutput(outp, z(outp), z(outp))))
+    # sample 0: 3 inputs x 5 hidden + 1 hidden x 2 outputs; sample 1: 2 hidden x 2 outputs
+    assert decode.synaptic_operations(x, out).tolist() == [17, 4]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["earliest_spike", "most_spikes", "decision_step", "spike_counts", "accuracy"]
+__all__ = ["earliest_spike", "most_spikes", "decision_step", "spike_counts", "synaptic_operations",
+           "accuracy"]
 
 
 def _spikes(out) -> torch.Tensor:
@@ -69,6 +70,17 @@ def spike_counts(out) -> dict:
         "hidden": sum(per_layer[:-1]) if len(per_layer) > 1 else torch.zeros_like(per_layer[0]),
         "output": per_layer[-1],
     }
+
+
+def synaptic_operations(inputs: torch.Tensor, out) -> torch.Tensor:
+    """SynOps per sample: every spike entering a layer costs one operation per target neuron.
+
+    ``inputs`` is the network's input ``[T, *batch, N_in]``; ``out`` its output (with ``.layers``).
+    The output layer's own spikes drive nothing and are not counted.
+    """
+    layers = getattr(out, "layers", ()) or (out,)
+    sources = [inputs.detach()] + [l.spikes.detach() for l in layers[:-1]]
+    return sum(s.sum(dim=(0, -1)) * l.spikes.shape[-1] for s, l in zip(sources, layers))
 
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
