@@ -1,0 +1,59 @@
+"""``antlr-snn evaluate``: score a checkpoint of ``antlr-snn train`` on a test split.
+
+Reads only the test split (``t10k-*`` for IDX folders) and prints one JSON object: accuracy
+(fraction, by the method's decision rule) and the accuracies by both rules, spikes per sample
+(hidden + output, in total and up to the decision), and what was evaluated.
+
+Example:
+    antlr-snn evaluate --checkpoint runs/mnist/best.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from antlr_snn.experiments import common
+from antlr_snn.training import (EVENT_DATASETS, TrainConfig, evaluate, load_splits,
+                                network_from_checkpoint)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from antlr_snn.data import DATASETS
+    a = p.add_argument
+    a("--checkpoint", required=True, help="best.pt or checkpoint.pt written by `antlr-snn train`")
+    a("--dataset", default=None, help=f"data set: {', '.join(DATASETS)} (default: the one the "
+      "checkpoint was trained on)")
+    a("--data-dir", default=None, help="data folder (default: the training run's, if any)")
+    a("--num-steps", type=int, default=None, help="time steps T (default: the training run's)")
+    a("--max-eval", type=int, default=None, help="score only the first N test samples")
+    a("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def run(args) -> int:
+    ckpt = common.load_checkpoint(args.checkpoint)
+    net = network_from_checkpoint(ckpt, args.checkpoint)
+    dataset = args.dataset or ckpt["dataset"]
+    from antlr_snn.data import DATASETS
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown data set {dataset!r}; choose one of {', '.join(DATASETS)}")
+    data_dir = args.data_dir if args.data_dir is not None else (
+        ckpt.get("data_dir") if dataset == ckpt["dataset"] else None)
+    num_steps = args.num_steps or (ckpt["num_steps"] if dataset == ckpt["dataset"] else
+                                   (300 if dataset in EVENT_DATASETS else 100))
+    if num_steps < 1 or (args.max_eval is not None and args.max_eval < 1):
+        raise ValueError("--num-steps and --max-eval must be positive integers")
+    if dataset not in EVENT_DATASETS and num_steps < ckpt["t_max"]:
+        raise ValueError(f"--num-steps must be >= {ckpt['t_max']} for the latency code")
+    cfg = TrainConfig(method=ckpt["method"], dataset=dataset, data_dir=data_dir,
+                      num_steps=num_steps, max_eval=args.max_eval, t_max=ckpt["t_max"])
+    test = load_splits(cfg, args.device, splits=("test",))["test"]
+    if test.features != ckpt["sizes"][0]:
+        raise ValueError(f"{args.checkpoint} holds a network with {ckpt['sizes'][0]} inputs, but "
+                         f"{dataset} gives {test.features}")
+    res = evaluate(net.to(args.device), test, ckpt["decision"])
+    res = {"accuracy": res.pop("accuracy"), **res, "method": ckpt["method"], "dataset": dataset,
+           "num_steps": num_steps, "sizes": ckpt["sizes"],
+           "checkpoint": os.path.abspath(args.checkpoint)}
+    print(json.dumps(common.to_jsonable(res)))
+    return 0

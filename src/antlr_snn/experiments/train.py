@@ -1,0 +1,209 @@
+"""``antlr-snn train``: latency-coded image classification (Sec. 4.2, 4.3; Fig. 7, 8).
+
+Writes into ``--out DIR``: ``config.json``, ``metrics.jsonl`` (one line per epoch),
+``checkpoint.pt`` (for ``--resume``), ``best.pt`` (best-validation model), ``curves.png`` and
+``results.json``. With ``--trials N > 1`` each trial has its own ``DIR/trial-K/`` and ``DIR``
+gets ``results.json`` (mean and std over trials), ``best.pt`` (the best-validation trial's
+model) and ``curves.png``. Under ``torchrun`` one trial trains with DistributedDataParallel;
+several trials are spread over the ranks instead. See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, fields
+
+import torch
+import torch.distributed as dist
+
+from antlr_snn.experiments import common
+from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig, from_lead,
+                                load_splits, plot_curves, train_trial)
+
+EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
+HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
+         "grad_clip", "single_spike", "seed", "trials", "max_train", "max_eval")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from antlr_snn.data import DATASETS
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.description = (
+        "Latency-coded image classification (Fig. 7, 8). Paper defaults: 784-800-10 network, "
+        "T=100 (300 for nmnist), batch 16, Adam lr 1e-3 with StepLR(10, 0.1), 20 epochs, "
+        "gradients clipped to +-1. On the embedded 4,000-digit MNIST (the default, no --data-dir)"
+        f" and on nmnist-sim the default is {EMBEDDED_EPOCHS} epochs so that a bare "
+        "`antlr-snn train` finishes in minutes on 2 CPU cores. Presets: activation/bptt = count "
+        "loss (targets 1/0, 10/0 on event data) + most-spikes decision; timing = latency loss + "
+        "no-spike penalty + earliest spike; antlr = latency loss + at-least-one-spike term + "
+        "earliest spike. With --resume, flags left out are taken from the run in --out.")
+    a = p.add_argument
+    a("--method", default=None, help=f"learning method: {', '.join(PRESETS)} [antlr]")
+    a("--dataset", default=None, help=f"data set: {', '.join(DATASETS)} [mnist: embedded digits]")
+    a("--data-dir", default=None, help="data folder (IDX files; nmnist: Train/ and Test/)")
+    a("--epochs", type=int, default=None, help=f"epochs [20; {EMBEDDED_EPOCHS} on embedded sets]")
+    a("--trials", type=int, default=None, help="independent seeds seed..seed+N-1 [1]")
+    a("--single-spike", action="store_true", default=None, help="at most one spike per neuron")
+    a("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes [800]")
+    a("--num-steps", type=int, default=None, help="time steps T [100; 300 for nmnist]")
+    a("--batch-size", type=int, default=None, help="global mini-batch size [16]")
+    a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
+    a("--seed", type=int, default=None, help="seed of the first trial [0]")
+    a("--grad-clip", type=float, default=None, help="elementwise gradient clip, 0 = off [1.0]")
+    a("--max-train", type=int, default=None, help="use only the first N training samples")
+    a("--max-eval", type=int, default=None, help="use only the first N val/test samples")
+    a("--out", default=None, help="output folder [runs/train-<time>]")
+    a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    a("--checkpoint-every", type=int, default=100, help="also checkpoint every N steps (0: "
+      "only at epoch ends)")
+    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cuda if available")
+    a("--workers", type=int, default=0, help="data-loader worker processes (event data sets)")
+    a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def resolve_config(args, saved: dict | None) -> TrainConfig:
+    """Flags over the saved run (``--resume``) over the defaults; all values validated."""
+    given = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
+    if saved is not None:
+        for k, v in given.items():
+            if k in saved and saved[k] != v:
+                flag = "--" + k.replace("_", "-")
+                raise ValueError(f"{flag} {v} differs from the run being resumed ({saved[k]}); "
+                                 f"leave it out or use another --out")
+        given = {**{k: v for k, v in saved.items() if k in {f.name for f in fields(TrainConfig)}},
+                 **given}
+    dataset = given.get("dataset", "mnist")
+    embedded = dataset == "nmnist-sim" or (dataset == "mnist" and not given.get("data_dir"))
+    defaults = {"num_steps": 300 if dataset in EVENT_DATASETS else 100,
+                "epochs": EMBEDDED_EPOCHS if embedded else 20, "single_spike": False}
+    cfg = TrainConfig(**{**defaults, **given})
+    from antlr_snn.data import DATASETS
+    _check(cfg.method in PRESETS, f"unknown method {cfg.method!r}; choose one of "
+           f"{', '.join(PRESETS)}")
+    _check(cfg.dataset in DATASETS, f"unknown data set {cfg.dataset!r}; choose one of "
+           f"{', '.join(DATASETS)}")
+    for flag, v in (("--epochs", cfg.epochs), ("--trials", cfg.trials),
+                    ("--num-steps", cfg.num_steps), ("--batch-size", cfg.batch_size),
+                    ("--max-train", cfg.max_train), ("--max-eval", cfg.max_eval)):
+        _check(v is None or v >= 1, f"{flag} must be a positive integer, got {v}")
+    for flag, v in (("--checkpoint-every", args.checkpoint_every), ("--workers", args.workers)):
+        _check(v >= 0, f"{flag} must be >= 0, got {v}")
+    _check(all(h >= 1 for h in cfg.hidden), f"--hidden sizes must be positive, got {cfg.hidden}")
+    _check(math.isfinite(cfg.lr) and 0 < cfg.lr <= 10, f"--lr must be in (0, 10], got {cfg.lr}")
+    _check(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0,
+           f"--grad-clip must be >= 0 (0 disables), got {cfg.grad_clip}")
+    _check(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
+    _check(cfg.num_steps <= 100000, f"--num-steps must be <= 100000, got {cfg.num_steps}")
+    if dataset not in EVENT_DATASETS:
+        _check(cfg.num_steps >= cfg.t_max, f"--num-steps must be >= {cfg.t_max} for the latency "
+               f"code (pixels spike in the first {cfg.t_max} steps), got {cfg.num_steps}")
+    return cfg
+
+
+def setup_distributed(device: str):
+    """``(rank, world, device)``; joins the process group when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if world <= 1:
+        return 0, 1, "cuda" if use_cuda else "cpu"
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo",
+                                timeout=datetime.timedelta(hours=12))
+    return dist.get_rank(), dist.get_world_size(), f"cuda:{local}" if use_cuda else "cpu"
+
+
+def prepare_out(args, rt: Runtime):
+    """Check/create the output folder on rank 0; returns (out, saved config or None)."""
+    def prepare():
+        out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
+        cfg_path = os.path.join(out, "config.json")
+        if args.resume:
+            if not os.path.exists(cfg_path):
+                raise FileNotFoundError(f"--resume: no run to resume in {out} (no config.json)")
+            import json
+            with open(cfg_path) as fh:
+                return out, json.load(fh)
+        if os.path.exists(cfg_path):
+            raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose "
+                             f"another --out")
+        common.ensure_writable_dir(out)
+        return out, None
+    return from_lead(prepare, rt)
+
+
+def run(args) -> int:
+    rank, world, device = setup_distributed(args.device)
+    rt = Runtime(rank=rank, world=world, device=device, checkpoint_every=args.checkpoint_every,
+                 progress=not args.quiet and rank == 0, verbose=not args.quiet and rank == 0,
+                 resume=args.resume, workers=args.workers)
+    try:
+        resolve_config(args, None)  # check the flags early, on every rank
+        out, saved = prepare_out(args, rt)
+        cfg = resolve_config(args, saved)
+        rt.ddp = world > 1 and cfg.trials == 1
+        splits = load_splits(cfg, device)  # before config.json: a missing data set is no run
+        if rank == 0 and saved is None:
+            common.atomic_write_json(os.path.join(out, "config.json"), asdict(cfg))
+        t0 = time.time()
+        results = []
+        for trial in range(cfg.trials):
+            if not rt.ddp and trial % world != rank:
+                continue  # trials are spread over the ranks
+            tdir = out if cfg.trials == 1 else os.path.join(out, f"trial-{trial}")
+            if not rt.ddp or rank == 0:
+                common.ensure_writable_dir(tdir)
+            results.append(train_trial(cfg, trial, tdir, splits, rt))
+        if world > 1 and not rt.ddp:
+            gathered = [None] * world
+            dist.all_gather_object(gathered, results)
+            results = sorted((r for part in gathered for r in part), key=lambda r: r["trial"])
+        if cfg.trials > 1:
+            best = max(results, key=lambda r: (r["val_accuracy"], -r["trial"]))
+            if best["trial"] % world == rank:  # the rank that holds the best trial's files
+                src = os.path.join(out, f"trial-{best['trial']}", "best.pt")
+                common.atomic_write_bytes(os.path.join(out, "best.pt"), open(src, "rb").read())
+        if rank == 0:
+            write_results(out, cfg, results, world, time.time() - t0)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: float) -> None:
+    summary = {k: common.mean_std([r[f"test_{k}"] for r in results])
+               for k in ("accuracy", "spikes_per_sample", "spikes_to_decision",
+                         "accuracy_earliest_spike", "accuracy_most_spikes")}
+    res = {"method": cfg.method, "dataset": cfg.dataset, "decision": PRESETS[cfg.method]["decision"],
+           "test_accuracy": summary["accuracy"],
+           "spikes_per_sample": summary["spikes_per_sample"],
+           "spikes_to_decision": summary["spikes_to_decision"],
+           "test_accuracy_earliest_spike": summary["accuracy_earliest_spike"],
+           "test_accuracy_most_spikes": summary["accuracy_most_spikes"],
+           "trials": results, "config": asdict(cfg), "world_size": world,
+           "wall_time_s": sum(r["wall_time_s"] for r in results), "session_wall_time_s": wall}
+    common.atomic_write_json(os.path.join(out, "results.json"), res)
+    if cfg.trials > 1:
+        recs = []
+        for r in results:
+            recs += common.read_jsonl(os.path.join(out, f"trial-{r['trial']}", "metrics.jsonl"))
+        if recs:
+            plot_curves(recs, os.path.join(out, "curves.png"), f"{cfg.method} on {cfg.dataset}")
+    acc, sp = summary["accuracy"], summary["spikes_per_sample"]
+    print(f"test accuracy {acc['mean']:.4f} +- {acc['std']:.4f} ({len(results)} trial(s)), "
+          f"spikes/sample {sp['mean']:.1f} (to decision {summary['spikes_to_decision']['mean']:.1f});"
+          f" results in {os.path.join(out, 'results.json')}", flush=True)

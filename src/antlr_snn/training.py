@@ -1,0 +1,441 @@
+"""A reusable, resumable trainer for latency-coded classification (Sec. 4.2, 4.3; Fig. 7, 8).
+
+:func:`train_trial` trains one network (one seed) and scores the test split with the
+best-validation model. It checkpoints every epoch and every ``checkpoint_every`` steps with
+everything needed to continue bit for bit: model, optimizer, scheduler, epoch, step in the
+epoch's data order, the data-order generator and the global RNG states. Under
+``torch.distributed`` with ``ddp=True`` it trains one model with DistributedDataParallel: every
+global batch is split across ranks and the loss is scaled so that the averaged gradient equals
+the gradient of the whole batch; logs, checkpoints and plots come from rank 0.
+
+Per-method presets (Sec. 4.2): ``activation``/``bptt``: count loss (targets 1/0, 10/0 on event
+data), most-spikes decision; ``timing``: latency loss + no-spike penalty, earliest spike;
+``antlr``: latency loss + at-least-one-spike term, earliest spike.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from antlr_snn import decode, encode, losses
+from antlr_snn.experiments import common
+from antlr_snn.layers import SpikingNetwork
+
+PRESETS = {
+    "antlr": {"loss": "latency", "extra": "at_least_one_spike", "decision": "earliest_spike"},
+    "timing": {"loss": "latency", "extra": "no_spike_penalty", "decision": "earliest_spike"},
+    "activation": {"loss": "count", "extra": None, "decision": "most_spikes"},
+    "bptt": {"loss": "count", "extra": None, "decision": "most_spikes"},
+}
+EVENT_DATASETS = ("nmnist", "nmnist-sim")
+CHECKPOINT_FORMAT = "antlr-snn/1"
+PAUSE_ENV = "ANTLR_SNN_PAUSE_AT_STEP"  # test hook: stop (sleep) after this global step
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (and nothing that only controls how it runs)."""
+
+    method: str = "antlr"
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    hidden: list = field(default_factory=lambda: [800])
+    num_steps: int = 100
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    grad_clip: float = 1.0
+    single_spike: bool = False
+    seed: int = 0
+    trials: int = 1
+    max_train: Optional[int] = None
+    max_eval: Optional[int] = None
+    t_max: int = 24
+
+    @property
+    def preset(self) -> dict:
+        return PRESETS[self.method]
+
+    @property
+    def target_count(self) -> float:
+        return 10.0 if self.dataset in EVENT_DATASETS else 1.0
+
+
+@dataclass
+class Runtime:
+    """How to run: ranks, device, files; none of it changes the numbers."""
+
+    rank: int = 0
+    world: int = 1
+    ddp: bool = False
+    device: str = "cpu"
+    checkpoint_every: int = 0
+    progress: bool = True
+    verbose: bool = True
+    resume: bool = False
+    workers: int = 0
+
+
+# ----------------------------------------------------------------------------- data
+
+class Split:
+    """One split as batches of ``(spikes [T, B, F] float, labels [B])`` for given indices."""
+
+    def __init__(self, data, cfg: TrainConfig, limit: Optional[int], device: str):
+        self.static = isinstance(data, tuple)
+        self.num_steps, self.t_max, self.device = cfg.num_steps, cfg.t_max, device
+        if self.static:
+            images, labels = data
+            self.images, self.labels = images[:limit].to(device), labels[:limit].to(device)
+            self.n, self.features = len(self.labels), self.images.shape[1]
+        else:
+            n = len(data) if limit is None else min(limit, len(data))
+            self.data = data if n == len(data) else torch.utils.data.Subset(data, range(n))
+            self.n = n
+            self.features = int(self.data[0][0].shape[-1]) if n else 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _collate(self, items):
+        x = torch.stack([torch.as_tensor(s) for s, _ in items]).transpose(0, 1)
+        return x.float(), torch.tensor([int(y) for _, y in items], dtype=torch.long)
+
+    def batches(self, index_batches, workers: int = 0):
+        """Yield one batch per entry of ``index_batches`` (``None`` for an empty entry)."""
+        if self.static:
+            for idx in index_batches:
+                if len(idx) == 0:
+                    yield None
+                    continue
+                idx = idx.to(self.device)
+                yield encode.latency(self.images[idx], self.num_steps, self.t_max), self.labels[idx]
+            return
+        nonempty = [b.tolist() for b in index_batches if len(b)]
+        loader = iter(torch.utils.data.DataLoader(self.data, batch_sampler=nonempty,
+                                                  num_workers=workers, collate_fn=self._collate))
+        for idx in index_batches:
+            if len(idx) == 0:
+                yield None
+            else:
+                x, y = next(loader)
+                yield x.to(self.device), y.to(self.device)
+
+
+def load_splits(cfg: TrainConfig, device: str = "cpu", splits=("train", "val", "test")) -> dict:
+    """The requested splits of ``cfg.dataset`` (fixed split seed 0) with the size limits applied."""
+    from antlr_snn.data import load_dataset
+    out = {}
+    for name in splits:
+        data = load_dataset(cfg.dataset, name, data_dir=cfg.data_dir, num_steps=cfg.num_steps,
+                            seed=0)
+        out[name] = Split(data, cfg, cfg.max_train if name == "train" else cfg.max_eval, device)
+        if out[name].n == 0:
+            raise ValueError(f"the {name} split of {cfg.dataset} is empty")
+    return out
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_network(cfg: TrainConfig, in_features: int) -> SpikingNetwork:
+    return SpikingNetwork([in_features, *cfg.hidden, 10], method=cfg.method,
+                          single_spike=cfg.single_spike)
+
+
+def model_metadata(net: SpikingNetwork, cfg: TrainConfig) -> dict:
+    """What :func:`network_from_checkpoint` needs to rebuild ``net`` and code its input."""
+    layer = net.layers[0]
+    return {"format": CHECKPOINT_FORMAT, "sizes": list(net.sizes), "method": net.method,
+            "single_spike": layer.single_spike, "lif": layer.params._asdict(),
+            "dataset": cfg.dataset, "data_dir": cfg.data_dir, "num_steps": cfg.num_steps,
+            "t_max": cfg.t_max, "decision": cfg.preset["decision"]}
+
+
+def check_checkpoint(ckpt: dict, path: str, sizes=None) -> None:
+    """One-line ``ValueError`` for a foreign checkpoint or one of another network size."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not an antlr-snn training checkpoint")
+    if sizes is not None and list(ckpt["sizes"]) != list(sizes):
+        have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
+        raise ValueError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
+
+
+def network_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> SpikingNetwork:
+    check_checkpoint(ckpt, path)
+    net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"], single_spike=ckpt["single_spike"],
+                         **ckpt["lif"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the network it describes "
+                         f"({str(exc).splitlines()[0]})") from None
+    return net
+
+
+# ----------------------------------------------------------------------------- steps
+
+def _decide(out, decision: str) -> torch.Tensor:
+    return decode.earliest_spike(out) if decision == "earliest_spike" else decode.most_spikes(out)
+
+
+def _spike_sums(out, decision: str) -> tuple:
+    counts = decode.spike_counts(out)
+    upto = counts["to_decision"] if decision == "earliest_spike" else counts["total"]
+    return counts["total"].sum(), upto.sum(), counts["hidden"].sum(), counts["output"].sum()
+
+
+def task_loss(out, labels, cfg: TrainConfig) -> torch.Tensor:
+    if cfg.preset["loss"] == "count":
+        target = torch.nn.functional.one_hot(labels, out.spikes.shape[-1]).to(out.spikes.dtype)
+        return losses.count_loss(out, cfg.target_count * target)
+    loss = losses.latency_loss(out, labels)
+    if cfg.preset["extra"] == "at_least_one_spike":
+        loss = loss + losses.at_least_one_spike_loss(out, labels)
+    return loss
+
+
+def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runtime):
+    """One optimizer step; returns [loss sum, correct, spikes, spikes to decision, n] (float64)."""
+    opt.zero_grad(set_to_none=True)
+    stats = torch.zeros(5, dtype=torch.float64)
+    if batch is None:  # this rank got no sample of a short last batch; still join the all-reduce
+        sum(p.sum() * 0.0 for p in net.parameters()).backward()
+    else:
+        x, y = batch
+        out = model(x)
+        loss = task_loss(out, y, cfg)
+        total = loss
+        if cfg.preset["extra"] == "no_spike_penalty":
+            total = total + losses.no_spike_penalty(net, out)
+        # DDP averages over ranks: weigh by this rank's share so the result is the batch mean
+        (total * (len(y) * rt.world / n_global if rt.ddp else 1.0)).backward()
+        spikes = _spike_sums(out, cfg.preset["decision"])
+        stats = torch.stack([loss.detach() * len(y), (_decide(out, cfg.preset["decision"]) == y).sum(),
+                             spikes[0], spikes[1], torch.tensor(len(y))]).double().cpu()
+    for p in net.parameters():  # authors: NaN gradients to 0, then clip elementwise
+        if p.grad is not None:
+            p.grad.nan_to_num_(nan=0.0)
+            if cfg.grad_clip > 0:
+                p.grad.clamp_(-cfg.grad_clip, cfg.grad_clip)
+    opt.step()
+    return _all_sum(stats, rt)
+
+
+def _all_sum(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.ddp and rt.world > 1:
+        buf = t.to(rt.device)
+        dist.all_reduce(buf)
+        t = buf.cpu()
+    return t
+
+
+EVAL_BATCH = {True: 256, False: 32}  # static / event data; fixed so results never depend on it
+
+
+@torch.no_grad()
+def evaluate(net, split: Split, decision: str, rt: Runtime = Runtime(), workers: int = 0) -> dict:
+    """Accuracy (both decision rules) and spikes per sample on ``split``; ranks share batches."""
+    bs = EVAL_BATCH[split.static]
+    batches = list(torch.arange(split.n).split(bs))
+    mine = batches[rt.rank::rt.world] if rt.ddp else batches
+    sums = torch.zeros(7, dtype=torch.float64)
+    for x, y in split.batches(mine, workers):
+        out = net(x)
+        earliest, most = decode.earliest_spike(out), decode.most_spikes(out)
+        sp = _spike_sums(out, decision)
+        sums += torch.stack([(earliest == y).sum(), (most == y).sum(), *sp,
+                             torch.tensor(len(y))]).double().cpu()
+    sums = _all_sum(sums, rt)
+    n = sums[6].item()
+    res = {"accuracy_earliest_spike": sums[0].item() / n, "accuracy_most_spikes": sums[1].item() / n,
+           "spikes_per_sample": sums[2].item() / n, "spikes_to_decision": sums[3].item() / n,
+           "hidden_spikes_per_sample": sums[4].item() / n,
+           "output_spikes_per_sample": sums[5].item() / n, "n": int(n), "decision": decision}
+    res["accuracy"] = res[f"accuracy_{decision}"]
+    return res
+
+
+# ----------------------------------------------------------------------------- distributed
+
+def _broadcast(obj, rt: Runtime):
+    """``obj`` of rank 0 on every rank (a no-op without DDP)."""
+    if not (rt.ddp and rt.world > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def from_lead(fn, rt: Runtime):
+    """Run ``fn`` on rank 0 only and share its result, or its error, with every rank."""
+    if not (rt.ddp and rt.world > 1):
+        return fn()
+    res = None
+    if rt.rank == 0:
+        try:
+            res = ("ok", fn())
+        except Exception as exc:  # re-raised below on every rank, rank 0 included
+            res = ("err", type(exc).__name__, str(exc))
+    res = _broadcast(res, rt)
+    if res[0] == "err":
+        import builtins
+        kind = getattr(builtins, res[1], None)
+        kind = kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError
+        raise kind(res[2])
+    return res[1]
+
+
+# ----------------------------------------------------------------------------- one trial
+
+def plot_curves(records: list, path: str, title: str = "") -> None:
+    """Learning curves (loss, accuracy, spikes per sample vs epoch) as one PNG, atomically."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(11, 3.2))
+    axes = fig.subplots(1, 3)
+    for key in sorted({r.get("trial", 0) for r in records}):
+        rs = [r for r in records if r.get("trial", 0) == key]
+        ep = [r["epoch"] for r in rs]
+        tag = f"trial {key} " if len({r.get("trial", 0) for r in records}) > 1 else ""
+        axes[0].plot(ep, [r["train_loss"] for r in rs], "o-", label=f"{tag}train")
+        axes[1].plot(ep, [r["train_accuracy"] for r in rs], "o-", label=f"{tag}train")
+        axes[1].plot(ep, [r["val_accuracy"] for r in rs], "s--", label=f"{tag}validation")
+        axes[2].plot(ep, [r["val_spikes_per_sample"] for r in rs], "o-", label=f"{tag}total")
+        axes[2].plot(ep, [r["val_spikes_to_decision"] for r in rs], "s--", label=f"{tag}to decision")
+    for ax, name in zip(axes, ("training loss", "accuracy", "validation spikes / sample")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    common.save_figure(fig, path)
+
+
+def _pause_hook(step: int) -> None:
+    """Test hook: with ANTLR_SNN_PAUSE_AT_STEP=N, announce and sleep after global step N."""
+    if os.environ.get(PAUSE_ENV) == str(step):
+        print(f"PAUSED {step}", flush=True)
+        time.sleep(3600)
+
+
+def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Runtime) -> dict:
+    """Train trial ``trial`` (seed ``cfg.seed + trial``) in ``out_dir``; return its test result."""
+    seed, lead = cfg.seed + trial, rt.rank == 0 or not rt.ddp
+    path = {k: os.path.join(out_dir, f) for k, f in (
+        ("ckpt", "checkpoint.pt"), ("best", "best.pt"), ("log", "metrics.jsonl"),
+        ("result", "result.json"), ("curves", "curves.png"))}
+    decision = cfg.preset["decision"]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    net = build_network(cfg, splits["train"].features).to(rt.device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    gen = torch.Generator().manual_seed(seed)
+    st = {"epoch": 0, "step": 0, "global_step": 0, "best_val": -1.0, "best_epoch": 0,
+          "sums": torch.zeros(5, dtype=torch.float64), "wall": 0.0, "finished": False,
+          "result": None, "metrics_bytes": 0, "gen_epoch_start": gen.get_state()}
+    log = common.JsonlLog(path["log"])
+
+    def load():
+        if not (rt.resume and os.path.exists(path["ckpt"])):
+            return None
+        ckpt = common.load_checkpoint(path["ckpt"])
+        check_checkpoint(ckpt, path["ckpt"], net.sizes)
+        return ckpt
+    ckpt = from_lead(load, rt)
+    if ckpt is not None:
+        net.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        st.update(ckpt["state"])
+        common.set_rng_state(ckpt["rng"])
+        if st["finished"]:
+            return st["result"]
+    if lead:
+        log.truncate(st["metrics_bytes"])  # drop lines (or a torn line) written after the checkpoint
+    t_start, wall0 = time.time(), st["wall"]
+
+    def save():
+        if lead:
+            st.update(wall=wall0 + time.time() - t_start, metrics_bytes=log.size())
+            common.save_checkpoint(path["ckpt"], {
+                **model_metadata(net, cfg), "state_dict": net.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": st,
+                "rng": common.rng_state(), "config": asdict(cfg), "trial": trial, "seed": seed})
+
+    model = net
+    if rt.ddp and rt.world > 1:
+        ids = [torch.device(rt.device).index] if rt.device.startswith("cuda") else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids,
+                                                          broadcast_buffers=False)
+    train = splits["train"]
+    for epoch in range(st["epoch"], cfg.epochs):
+        gen.set_state(st["gen_epoch_start"])
+        order = torch.randperm(train.n, generator=gen)
+        glob = list(order.split(cfg.batch_size))
+        local = [torch.tensor_split(b, rt.world)[rt.rank] for b in glob] if rt.ddp else glob
+        bar = common.progress(total=len(glob), initial=st["step"], leave=False,
+                              desc=f"trial {trial} epoch {epoch + 1}/{cfg.epochs}",
+                              disable=not (lead and rt.progress))
+        for i, batch in enumerate(train.batches(local[st["step"]:], rt.workers), st["step"]):
+            st["sums"] += train_step(model, net, opt, batch, len(glob[i]), cfg, rt)
+            st["step"], st["global_step"] = i + 1, st["global_step"] + 1
+            s = st["sums"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{s[0] / s[4]:.4f}", acc=f"{s[1] / s[4]:.3f}",
+                            spikes=f"{s[2] / s[4]:.1f}", refresh=False)
+            if rt.checkpoint_every and st["global_step"] % rt.checkpoint_every == 0 \
+                    and i + 1 < len(glob):
+                save()
+            _pause_hook(st["global_step"])
+        bar.close()
+        val = evaluate(net, splits["val"], decision, rt, rt.workers)
+        s = st["sums"]
+        rec = {"trial": trial, "epoch": epoch + 1, "step": st["global_step"],
+               "lr": opt.param_groups[0]["lr"], "train_loss": (s[0] / s[4]).item(),
+               "train_accuracy": (s[1] / s[4]).item(),
+               "train_spikes_per_sample": (s[2] / s[4]).item(),
+               "train_spikes_to_decision": (s[3] / s[4]).item(),
+               **{f"val_{k}": v for k, v in val.items() if k not in ("n", "decision")}}
+        rec["best"] = val["accuracy"] > st["best_val"]
+        if rec["best"]:
+            st.update(best_val=val["accuracy"], best_epoch=epoch + 1)
+            if lead:
+                common.save_checkpoint(path["best"], {
+                    **model_metadata(net, cfg), "state_dict": net.state_dict(),
+                    "epoch": epoch + 1, "val_accuracy": val["accuracy"], "trial": trial,
+                    "seed": seed, "config": asdict(cfg)})
+        rec["wall_time_s"] = wall0 + time.time() - t_start
+        if lead:
+            log.append(rec)
+        sched.step()
+        st.update(epoch=epoch + 1, step=0, sums=torch.zeros(5, dtype=torch.float64),
+                  gen_epoch_start=gen.get_state())
+        save()
+        if lead:
+            plot_curves(common.read_jsonl(path["log"]), path["curves"],
+                        f"{cfg.method} on {cfg.dataset}, seed {seed}")
+            if rt.verbose:
+                print(f"trial {trial} epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f}"
+                      f" train {rec['train_accuracy']:.4f} val {val['accuracy']:.4f} spikes/sample"
+                      f" {val['spikes_per_sample']:.1f} (to decision "
+                      f"{val['spikes_to_decision']:.1f})", flush=True)
+    best = from_lead(lambda: common.load_checkpoint(path["best"])["state_dict"], rt)
+    net.load_state_dict(best)
+    test = evaluate(net, splits["test"], decision, rt, rt.workers)
+    result = {"trial": trial, "seed": seed, "best_epoch": st["best_epoch"],
+              "val_accuracy": st["best_val"], **{f"test_{k}": v for k, v in test.items()},
+              "wall_time_s": wall0 + time.time() - t_start}
+    st.update(finished=True, result=result)
+    if lead:
+        common.atomic_write_json(path["result"], result)
+        save()
+    return result

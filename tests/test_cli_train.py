@@ -1,0 +1,166 @@
+"""End-to-end tests of `antlr-snn train` and `antlr-snn evaluate` through `python -m antlr_snn`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from antlr_snn.experiments import common
+
+TINY = ["--hidden", "100", "--num-steps", "30", "--batch-size", "16", "--max-train", "480", "--lr", "3e-3",
+        "--max-eval", "100", "--epochs", "2", "--quiet"]
+
+
+def cli(*args, env=None, timeout=240):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "antlr_snn", *map(str, args)], env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "antlr"
+    proc = cli("train", "--method", "antlr", *TINY, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_train_writes_every_result_file(trained):
+    out, proc = trained
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "curves.png",
+                 "results.json"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["step"] for r in records] == [30, 60]  # 480 samples / 16 per batch per epoch
+    res = json.loads((out / "results.json").read_text())
+    assert res["method"] == "antlr" and res["decision"] == "earliest_spike"
+    assert res["config"]["hidden"] == [100] and res["config"]["num_steps"] == 30
+    trial = res["trials"][0]
+    assert trial["test_n"] == 100
+    assert res["test_accuracy"]["mean"] == trial["test_accuracy"]
+    assert res["test_accuracy"]["std"] == 0.0 and res["test_accuracy"]["n"] == 1
+    # 480 digits, 2 epochs: far above chance (0.1) already
+    assert trial["test_accuracy"] > 0.5, trial
+    assert trial["val_accuracy"] == max(r["val_accuracy"] for r in records)
+    assert 0 < trial["test_spikes_to_decision"] <= trial["test_spikes_per_sample"]
+    assert trial["test_spikes_per_sample"] == pytest.approx(
+        trial["test_hidden_spikes_per_sample"] + trial["test_output_spikes_per_sample"])
+    assert res["wall_time_s"] > 0
+    assert "test accuracy" in proc.stdout
+
+
+def test_best_checkpoint_rebuilds_the_network(trained):
+    out, _ = trained
+    ckpt = common.load_checkpoint(out / "best.pt")
+    assert ckpt["sizes"] == [784, 100, 10]
+    assert ckpt["method"] == "antlr" and ckpt["dataset"] == "mnist" and ckpt["num_steps"] == 30
+    assert ckpt["lif"]["alpha_v"] == 0.99 and ckpt["lif"]["threshold"] == 1.0
+    assert ckpt["state_dict"]["layers.0.weight"].shape == (100, 784)
+
+
+def test_evaluate_reproduces_the_test_score(trained):
+    out, _ = trained
+    proc = cli("evaluate", "--checkpoint", out / "best.pt", "--max-eval", 100)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    trial = json.loads((out / "results.json").read_text())["trials"][0]
+    assert res["n"] == 100
+    assert res["accuracy"] == trial["test_accuracy"]
+    assert res["spikes_per_sample"] == pytest.approx(trial["test_spikes_per_sample"], rel=1e-12)
+    assert res["spikes_to_decision"] == pytest.approx(trial["test_spikes_to_decision"], rel=1e-12)
+
+
+def test_activation_preset_counts_spikes(tmp_path):
+    proc = cli("train", "--method", "activation", *TINY, "--out", tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    trial = res["trials"][0]
+    assert res["decision"] == "most_spikes"
+    assert trial["test_accuracy"] == trial["test_accuracy_most_spikes"]
+    # a most-spikes decision needs the whole window: every spike counts
+    assert trial["test_spikes_to_decision"] == trial["test_spikes_per_sample"]
+    assert trial["test_accuracy"] > 0.35, trial
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--method", "hebb"], ["unknown method 'hebb'", "antlr"]),
+    (["--dataset", "cifar"], ["unknown data set 'cifar'"]),
+    (["--lr", "-1"], ["--lr"]),
+    (["--epochs", "0"], ["--epochs must be a positive integer"]),
+    (["--hidden", "0"], ["--hidden"]),
+    (["--num-steps", "10"], ["--num-steps must be >= 24"]),
+    (["--grad-clip", "nan"], ["--grad-clip"]),
+    (["--checkpoint-every", "-1"], ["--checkpoint-every must be >= 0"]),
+    (["--dataset", "nmnist"], ["Train/"]),
+    (["--data-dir", "/nonexistent/mnist"], ["/nonexistent/mnist"]),
+])
+def test_bad_arguments_give_one_line(tmp_path, capsys, flags, needles):
+    from antlr_snn.cli import main
+    assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in needles), err
+    assert not (tmp_path / "x" / "config.json").exists()  # a failed start leaves no run behind
+
+
+def test_bad_argument_through_the_command_line(tmp_path):
+    one_line_error(cli("train", "--method", "hebb", "--out", tmp_path / "x"), "unknown method")
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    one_line_error(cli("train", *TINY, "--out", blocker / "sub"), "not writable", str(blocker))
+
+
+def test_checkpoint_errors(trained, tmp_path):
+    out, _ = trained
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    one_line_error(cli("evaluate", "--checkpoint", bad), "not a readable checkpoint")
+    one_line_error(cli("evaluate", "--checkpoint", tmp_path / "none.pt"), "not found")
+    one_line_error(cli("evaluate", "--checkpoint", out / "best.pt", "--dataset", "nmnist-sim",
+                       "--max-eval", "2"), "784 inputs", "2312")
+    # a checkpoint whose weights do not fit the sizes it claims
+    ckpt = common.load_checkpoint(out / "best.pt")
+    ckpt["sizes"] = [784, 50, 10]
+    torch.save(ckpt, tmp_path / "other.pt")
+    one_line_error(cli("evaluate", "--checkpoint", tmp_path / "other.pt"), "do not fit")
+    # resuming with another network size, or a run without a checkpoint to resume
+    one_line_error(cli("train", *TINY, "--hidden", "50", "--resume", "--out", out),
+                   "--hidden [50] differs")
+    one_line_error(cli("train", "--resume", "--out", tmp_path / "empty"), "no run to resume")
+    one_line_error(cli("train", *TINY, "--out", out), "already holds a run")
+
+
+def test_resume_refuses_a_checkpoint_of_another_size(trained, tmp_path):
+    out, _ = trained
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["hidden"] = [60]
+    (other / "config.json").write_text(json.dumps(cfg))
+    (other / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    one_line_error(cli("train", "--resume", "--out", other), "784-100-10", "784-60-10")
+
+
+def test_help_states_the_embedded_defaults():
+    proc = cli("train", "--help")
+    assert proc.returncode == 0
+    assert "2 epochs" in proc.stdout and "embedded" in proc.stdout
