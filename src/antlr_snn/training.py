@@ -204,23 +204,31 @@ def task_loss(out, labels, cfg: TrainConfig) -> torch.Tensor:
 
 
 def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runtime):
-    """One optimizer step; returns [loss sum, correct, spikes, spikes to decision, n] (float64)."""
+    """One optimizer step; returns [loss sum, correct, spikes, spikes to decision, n] (float64).
+
+    ``batch`` of ``None`` means this rank got no sample of a short last batch: it still runs a
+    zero-weighted forward and backward on a blank sample, so that DDP's all-reduce matches up.
+    """
     opt.zero_grad(set_to_none=True)
+    x, y = batch if batch is not None else (None, None)
+    if batch is None:
+        p0 = net.layers[0].weight
+        x = torch.zeros(cfg.num_steps, 1, net.sizes[0], dtype=p0.dtype, device=p0.device)
+        y = torch.zeros(1, dtype=torch.long, device=p0.device)
+    out = model(x)
+    loss = task_loss(out, y, cfg)
+    total = loss
+    if cfg.preset["extra"] == "no_spike_penalty":
+        total = total + losses.no_spike_penalty(net, out)
+    # DDP averages over ranks: weigh by this rank's share so the result is the batch mean
+    n_local = 0 if batch is None else len(y)
+    (total * (n_local * rt.world / n_global if rt.ddp else 1.0)).backward()
     stats = torch.zeros(5, dtype=torch.float64)
-    if batch is None:  # this rank got no sample of a short last batch; still join the all-reduce
-        sum(p.sum() * 0.0 for p in net.parameters()).backward()
-    else:
-        x, y = batch
-        out = model(x)
-        loss = task_loss(out, y, cfg)
-        total = loss
-        if cfg.preset["extra"] == "no_spike_penalty":
-            total = total + losses.no_spike_penalty(net, out)
-        # DDP averages over ranks: weigh by this rank's share so the result is the batch mean
-        (total * (len(y) * rt.world / n_global if rt.ddp else 1.0)).backward()
+    if n_local:
         spikes = _spike_sums(out, cfg.preset["decision"])
-        stats = torch.stack([loss.detach() * len(y), (_decide(out, cfg.preset["decision"]) == y).sum(),
-                             spikes[0], spikes[1], torch.tensor(len(y))]).double().cpu()
+        stats = torch.stack([loss.detach() * n_local,
+                             (_decide(out, cfg.preset["decision"]) == y).sum(),
+                             spikes[0], spikes[1], torch.tensor(n_local)]).double().cpu()
     for p in net.parameters():  # authors: NaN gradients to 0, then clip elementwise
         if p.grad is not None:
             p.grad.nan_to_num_(nan=0.0)
@@ -374,8 +382,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     model = net
     if rt.ddp and rt.world > 1:
         ids = [torch.device(rt.device).index] if rt.device.startswith("cuda") else None
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids,
-                                                          broadcast_buffers=False)
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     train = splits["train"]
     for epoch in range(st["epoch"], cfg.epochs):
         gen.set_state(st["gen_epoch_start"])
