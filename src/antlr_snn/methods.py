@@ -68,10 +68,12 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s_in, d_in, weight, bias, p: LIFParameters, cfg: MethodConfig):
-        x = project(s_in, weight)
+        ev = kernels.events(s_in, weight)  # sparse spikes: gather rows (None: dense product)
+        x = kernels.project(s_in, weight, events=ev)
         S, V = kernels.lif_recurrence(x, _bias_view(bias, weight), p, cfg.single_spike)
         ctx.save_for_backward(s_in, weight, S, V)
-        ctx.p, ctx.cfg = p, cfg
+        ctx.p, ctx.cfg, ctx.events = p, cfg, ev
+        ctx.set_materialize_grads(False)  # unused outputs (often V) arrive as None, not zeros
         ctx.has_d_in = d_in is not None
         return S, torch.zeros_like(S), V
 
@@ -79,24 +81,34 @@ class LIFFunction(torch.autograd.Function):
     def backward(ctx, grad_s, grad_d, grad_v):
         s_in, weight, S, V = ctx.saved_tensors
         p, cfg = ctx.p, ctx.cfg
-        g = dl_dv(S, V, grad_s, grad_d, p, cfg)
-        if grad_v is not None:
-            g = g + grad_v
-        U, A = kernels.adjoint_recurrence(g, S, p)
         need_s, need_d, need_w, need_b = ctx.needs_input_grad[:4]
+        want_d = need_d and ctx.has_d_in
+        # compiled CPU path: Eq. 8 and both recursions in one sweep (None: reference below)
+        fused = kernels.lif_backward(grad_s, grad_d, grad_v, S, V, p, cfg.lambda_act,
+                                     cfg.lambda_tim, cfg.single_spike, want_ad=want_d)
+        if fused is not None:
+            A, A_diff, U_sum = fused
+        else:
+            g = dl_dv(S, V, grad_s, grad_d, p, cfg)
+            if grad_v is not None:
+                g = g + grad_v
+            U, A = kernels.adjoint_recurrence(g, S, p)
+            U_sum = U
+            if want_d:
+                nxt = torch.zeros_like(A)
+                nxt[:-1] = (1 - S[:-1]) * A[1:]
+                A_diff = A - nxt
         grad_s_in = grad_d_in = grad_w = grad_b = None
         if need_w:
-            grad_w = p.beta_i * kernels.weight_grad(A, s_in)
+            grad_w = kernels.weight_grad(A, s_in, events=ctx.events).mul_(p.beta_i)
         if need_b:
-            grad_b = p.beta_bias * U.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
+            grad_b = p.beta_bias * U_sum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
         if need_s:
             # activation channel: dL/dS_i[t] = beta_i sum_j w_ij A_j[t]  (Eq. 6 as a recursion)
-            grad_s_in = p.beta_i * (A @ weight)
-        if need_d and ctx.has_d_in:
+            grad_s_in = (A @ weight).mul_(p.beta_i)
+        if want_d:
             # timing channel: dL/dt_i[t] = -beta_i sum_j w_ij (A_j[t] - (1 - S_j[t]) A_j[t+1])
-            nxt = torch.zeros_like(A)
-            nxt[:-1] = (1 - S[:-1]) * A[1:]
-            grad_d_in = -p.beta_i * ((A - nxt) @ weight) * s_in
+            grad_d_in = (A_diff @ weight).mul_(-p.beta_i).mul_(s_in)
         return grad_s_in, grad_d_in, grad_w, grad_b, None, None
 
 
@@ -132,8 +144,12 @@ def bptt_forward(s_in, weight, bias, p: LIFParameters, single_spike: bool = Fals
     """RNN-like activation method (Fig. 2a): autograd through Eq. 1-3, reset path attached.
 
     The single-spike mask (neurons that already fired) is a constraint, not a dynamics path,
-    so it is detached.
+    so it is detached. On CPU the loop and its backward run compiled (:func:`kernels.bptt`,
+    same numbers); the loop below is the reference and the path for other devices.
     """
+    fast = kernels.bptt(s_in, weight, bias, p, single_spike)
+    if fast is not None:
+        return fast
     x = p.beta_i * project(s_in, weight)
     bias_term = p.beta_bias * _bias_view(bias, weight)
     i_t = torch.zeros_like(x[0])

@@ -1,0 +1,291 @@
+"""Compiled CPU kernels (numba) for the hot path of :mod:`antlr_snn.kernels`.
+
+Every function here works on contiguous numpy arrays that share memory with torch tensors and
+writes its results into arrays the caller allocated. The arithmetic mirrors the pure-PyTorch
+reference operation by operation (same order, same dtype), so that spikes agree exactly and
+real numbers to rounding. Constants travel in a small array ``c`` of the data's dtype so that
+float32 data is computed in float32, as torch does.
+
+Layouts: a time series is ``[T, M, N]`` with ``M`` rows (the flattened batch, replica-major).
+Row ``m`` of a step belongs to replica ``(m // rows_per_rep) % R``.
+Sparse spikes are CSR over the ``T * M`` rows: ``rowptr[T*M+1]``, column ``idx`` and ``val``.
+
+All kernels are compiled with ``cache=True``: the first call in a fresh environment compiles
+(a few seconds each, reported by ``benchmarks/step_vs_peers.py``), later processes load the
+cache. Compilation happens per dtype (float32, float64) on first use.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# indices into the constant array ``c``
+AI, AV, BI, BV, BB, TH, SCALE, WIDTH, VMIN, LACT, LTIM, ONE, ZERO = range(13)
+
+
+@njit(cache=True, nogil=True)
+def scan_events(s, max_nnz, rowptr, idx, val):
+    """CSR of the nonzeros of ``s [rows, K]``; returns nnz, or -1 once it exceeds ``max_nnz``."""
+    rows, K = s.shape
+    nnz = 0
+    rowptr[0] = 0
+    for m in range(rows):
+        for k in range(K):
+            x = s[m, k]
+            if x != 0:
+                if nnz >= max_nnz:
+                    return -1
+                idx[nnz] = k
+                val[nnz] = x
+                nnz += 1
+        rowptr[m + 1] = nnz
+    return nnz
+
+
+@njit(cache=True, nogil=True)
+def project_csr(rowptr, idx, val, wt, rows_per_rep, out):
+    """``out[m] = sum_e val[e] wt[r, idx[e]]`` over the events of row m; ``wt [R, K, N]``."""
+    rows, N = out.shape
+    R = wt.shape[0]
+    for m in range(rows):
+        r = (m // rows_per_rep) % R
+        o = out[m]
+        for n in range(N):
+            o[n] = 0
+        for e in range(rowptr[m], rowptr[m + 1]):
+            w = wt[r, idx[e]]
+            v = val[e]
+            for n in range(N):
+                o[n] += v * w[n]
+
+
+@njit(cache=True, nogil=True)
+def weight_grad_csr(rowptr, idx, val, a, rows_per_rep, g):
+    """``g[r, :, k] = sum over events (m, k) of val a[m]``: the weight gradient ``A^T S``.
+
+    ``g [R, N, K]`` is written directly in the weight's layout: events are bucketed by input
+    column, a block of 16 columns is accumulated in a small contiguous buffer and then written
+    transposed. Per entry the events are summed in increasing row order.
+    """
+    rows, N = a.shape
+    R, _, K = g.shape
+    nnz = rowptr[rows]
+    start = np.zeros(R * K + 1, dtype=np.int64)
+    for m in range(rows):
+        r = (m // rows_per_rep) % R
+        for e in range(rowptr[m], rowptr[m + 1]):
+            start[r * K + idx[e] + 1] += 1
+    for i in range(R * K):
+        start[i + 1] += start[i]
+    fill = start[:-1].copy()
+    erow = np.empty(nnz, dtype=np.int64)
+    evals = np.empty(nnz, dtype=val.dtype)
+    for m in range(rows):
+        r = (m // rows_per_rep) % R
+        for e in range(rowptr[m], rowptr[m + 1]):
+            c = r * K + idx[e]
+            erow[fill[c]] = m
+            evals[fill[c]] = val[e]
+            fill[c] += 1
+    KB = 16
+    buf = np.zeros((KB, N), dtype=g.dtype)
+    for r in range(R):
+        gr = g[r]
+        for k0 in range(0, K, KB):
+            k1 = min(k0 + KB, K)
+            c0 = r * K + k0
+            if start[c0] == start[r * K + k1]:  # no spikes in these columns
+                for n in range(N):
+                    for k in range(k0, k1):
+                        gr[n, k] = 0
+                continue
+            for kk in range(k1 - k0):
+                b = buf[kk]
+                for n in range(N):
+                    b[n] = 0
+                for q in range(start[c0 + kk], start[c0 + kk + 1]):
+                    am = a[erow[q]]
+                    v = evals[q]
+                    for n in range(N):
+                        b[n] += v * am[n]
+            for n in range(N):
+                for kk in range(k1 - k0):
+                    gr[n, k0 + kk] = buf[kk, n]
+
+
+@njit(cache=True, nogil=True)
+def lif_forward(x, bias, rows_per_rep, c, single_spike, keep_current, S, V, I):
+    """Eq. 1-3 over ``x [T, M, N]`` (before the beta_i scale); ``bias [R, N]`` is V_bias.
+
+    Mirrors :func:`antlr_snn.neuron.lif_recurrence`; with ``keep_current`` also stores I.
+    """
+    T, M, N = x.shape
+    R = bias.shape[0]
+    ai, av, bi, bv, bb, th = c[AI], c[AV], c[BI], c[BV], c[BB], c[TH]
+    one, zero = c[ONE], c[ZERO]
+    for m in range(M):
+        r = (m // rows_per_rep) % R
+        i_t = np.zeros(N, dtype=x.dtype)
+        v_t = np.zeros(N, dtype=x.dtype)
+        keep = np.ones(N, dtype=x.dtype)
+        fired = np.zeros(N, dtype=x.dtype)
+        bterm = np.empty(N, dtype=x.dtype)
+        for n in range(N):
+            bterm[n] = bb * bias[r, n]
+        for t in range(T):
+            xt = x[t, m]
+            St = S[t, m]
+            Vt = V[t, m]
+            for n in range(N):
+                i = i_t[n] * keep[n] * ai + bi * xt[n]
+                v = v_t[n] * keep[n] * av + bv * i + bterm[n]
+                s = one if v >= th else zero
+                if single_spike:
+                    s = s * (one - fired[n])
+                    fired[n] += s
+                i_t[n] = i
+                v_t[n] = v
+                keep[n] = one - s
+                St[n] = s
+                Vt[n] = v
+            if keep_current:
+                It = I[t, m]
+                for n in range(N):
+                    It[n] = i_t[n]
+
+
+@njit(cache=True, nogil=True)
+def adjoint_backward(gs, sig, gd, gv, S, V, c, flags, U, A, Ad, usum):
+    """dL/dV (Eq. 8) and the two reverse recursions of the adjoint in one pass.
+
+    ``sig`` is sigma(V), computed by the caller with torch's vectorised exp (the very values
+    of :func:`antlr_snn.neuron.surrogate`).
+    ``flags``: [use_act, use_tim, use_gv, single_spike, want_ad, want_u]. Writes A (adjoint
+    of I), optionally U (adjoint of V) and ``Ad[t] = A[t] - (1 - S[t]) A[t+1]`` (timing
+    channel), and ``usum[m] = sum_t U``.
+    """
+    T, M, N = S.shape
+    ai, av, bv = c[AI], c[AV], c[BV]
+    vmin = c[VMIN]
+    lact, ltim = c[LACT], c[LTIM]
+    one, zero = c[ONE], c[ZERO]
+    use_act, use_tim, use_gv, single = flags[0], flags[1], flags[2], flags[3]
+    want_ad, want_u = flags[4], flags[5]
+    for m in range(M):
+        u = np.zeros(N, dtype=S.dtype)
+        a = np.zeros(N, dtype=S.dtype)
+        a_next = np.zeros(N, dtype=S.dtype)
+        us = np.zeros(N, dtype=S.dtype)
+        g = np.empty(N, dtype=S.dtype)
+        keep = np.empty(N, dtype=S.dtype)
+        first = np.full(N, T, dtype=np.int64)
+        if single and use_act:
+            for t in range(T):
+                St = S[t, m]
+                for n in range(N):
+                    if St[n] != 0 and first[n] == T:
+                        first[n] = t
+        for t in range(T - 1, -1, -1):
+            St = S[t, m]
+            # dL/dV[t] (Eq. 8), in the reference's order of operations; simple loops vectorise
+            if use_act:
+                sgt = sig[t, m]
+                gst = gs[t, m]
+                if single:
+                    for n in range(N):
+                        fb = one if first[n] < t else zero
+                        g[n] = zero + lact * (sgt[n] * (one - fb)) * gst[n]
+                else:
+                    for n in range(N):
+                        g[n] = zero + lact * sgt[n] * gst[n]
+            else:
+                for n in range(N):
+                    g[n] = zero
+            if use_tim:  # only at spikes: S = 0 contributes an exact zero
+                gdt = gd[t, m]
+                Vt = V[t, m]
+                for n in range(N):
+                    if St[n] != 0:
+                        prev = zero
+                        if t > 0:
+                            prev = (one - S[t - 1, m, n]) * V[t - 1, m, n]
+                        vs = Vt[n] - prev
+                        if vs < vmin:
+                            vs = vmin
+                        g[n] = g[n] - ltim * St[n] * gdt[n] / vs
+            if use_gv:
+                gvt = gv[t, m]
+                for n in range(N):
+                    g[n] = g[n] + gvt[n]
+            for n in range(N):
+                keep[n] = one - St[n]
+            for n in range(N):
+                a_next[n] = a[n]
+            for n in range(N):
+                u[n] = u[n] * keep[n] * av + g[n]
+            for n in range(N):
+                a[n] = a[n] * keep[n] * ai + bv * u[n]
+            for n in range(N):
+                us[n] += u[n]
+            At = A[t, m]
+            for n in range(N):
+                At[n] = a[n]
+            if want_u:
+                Ut = U[t, m]
+                for n in range(N):
+                    Ut[n] = u[n]
+            if want_ad:
+                Adt = Ad[t, m]
+                for n in range(N):
+                    Adt[n] = a[n] - keep[n] * a_next[n]
+        for n in range(N):
+            usum[m, n] = us[n]
+
+
+@njit(cache=True, nogil=True)
+def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum):
+    """Adjoint of Eq. 1-3 with the reset path attached (autograd of ``bptt_forward``).
+
+    ``sig`` is sigma(V) as computed by torch. ``flags``: [use_gs, use_gv, single_spike].
+    Writes ``GI = dL/dI`` (= dL/dx per step) and
+    ``gvsum[m] = sum_t dL/dV`` (for the bias).
+    """
+    T, M, N = S.shape
+    ai, av, bv = c[AI], c[AV], c[BV]
+    one, zero = c[ONE], c[ZERO]
+    use_gs, use_gv, single = flags[0], flags[1], flags[2]
+    for m in range(M):
+        gi_next = np.zeros(N, dtype=S.dtype)
+        gv_next = np.zeros(N, dtype=S.dtype)
+        vs = np.zeros(N, dtype=S.dtype)
+        first = np.full(N, T, dtype=np.int64)
+        if single:
+            for t in range(T):
+                St = S[t, m]
+                for n in range(N):
+                    if St[n] != 0 and first[n] == T:
+                        first[n] = t
+        for t in range(T - 1, -1, -1):
+            St = S[t, m]
+            Vt = V[t, m]
+            It = I[t, m]
+            Gt = GI[t, m]
+            for n in range(N):
+                gsp = zero
+                if use_gs:
+                    gsp = gs[t, m, n]
+                if t < T - 1:  # s_t enters step t+1 through the reset factor (1 - s_t)
+                    gsp = gsp - ai * It[n] * gi_next[n] - av * Vt[n] * gv_next[n]
+                if single and first[n] < t:
+                    gsp = zero
+                keep = one - St[n]
+                gvt = gsp * sig[t, m, n] + av * keep * gv_next[n]
+                if use_gv:
+                    gvt = gvt + gv[t, m, n]
+                git = bv * gvt + ai * keep * gi_next[n]
+                gv_next[n] = gvt
+                gi_next[n] = git
+                vs[n] += gvt
+                Gt[n] = git
+        for n in range(N):
+            gvsum[m, n] = vs[n]
