@@ -212,3 +212,16 @@ def test_backend_switches():
     res = subprocess.run([sys.executable, "-c", "from antlr_snn import kernels; print(kernels.get_backend())"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "reference", res.stderr
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_binary_check(device):
+    x = latency_like(6, (2,), 9, density=0.3, device=device)
+    assert kernels.binary_check(x) is None
+    y = x.clone()
+    y[2, 1, 3] = 0.5
+    assert kernels.binary_check(y) == "nonbinary"
+    y[4, 0, 0] = float("nan")
+    assert kernels.binary_check(y) == "nan"
+    with kernels.use_backend("reference"):
+        assert kernels.binary_check(x) is None and kernels.binary_check(y) == "nan"

@@ -7,7 +7,9 @@ real numbers to rounding. Constants travel in a small array ``c`` of the data's 
 float32 data is computed in float32, as torch does.
 
 Layouts: a time series is ``[T, M, N]`` with ``M`` rows (the flattened batch, replica-major).
-Row ``m`` of a step belongs to replica ``(m // rows_per_rep) % R``.
+Row ``m`` of a step belongs to replica ``(m // rows_per_rep) % R``. Kernels that take
+``m0, m1`` only process rows ``m0 <= m < m1``: rows are independent, so the caller may run
+disjoint ranges in parallel threads (the kernels release the GIL).
 Sparse spikes are CSR over the ``T * M`` rows: ``rowptr[T*M+1]``, column ``idx`` and ``val``.
 
 All kernels are compiled with ``cache=True``: the first call in a fresh environment compiles
@@ -114,40 +116,66 @@ def weight_grad_csr(rowptr, idx, val, a, rows_per_rep, g):
 
 
 @njit(cache=True, nogil=True)
-def lif_forward(x, bias, rows_per_rep, c, single_spike, keep_current, S, V, I):
-    """Eq. 1-3 over ``x [T, M, N]`` (before the beta_i scale); ``bias [R, N]`` is V_bias.
+def lif_forward(x, sparse, rowptr, idx, val, wt, bias, rows_per_rep, c, single_spike,
+                keep_current, S, V, I, m0, m1):
+    """Eq. 1-3 for all steps; mirrors :func:`antlr_snn.neuron.lif_recurrence`.
 
-    Mirrors :func:`antlr_snn.neuron.lif_recurrence`; with ``keep_current`` also stores I.
+    The synaptic input (before the beta_i scale) is ``x [T, M, N]``, or with ``sparse`` it is
+    gathered row by row from the CSR spikes and ``wt [R, K, N]`` exactly as
+    :func:`project_csr` would, without storing it. ``bias [R, N]`` is V_bias. With
+    ``keep_current`` also stores I.
     """
-    T, M, N = x.shape
+    T, M, N = S.shape
     R = bias.shape[0]
     ai, av, bi, bv, bb, th = c[AI], c[AV], c[BI], c[BV], c[BB], c[TH]
     one, zero = c[ONE], c[ZERO]
-    for m in range(M):
+    xr = np.zeros(N, dtype=S.dtype)
+    for m in range(m0, min(m1, M)):
         r = (m // rows_per_rep) % R
-        i_t = np.zeros(N, dtype=x.dtype)
-        v_t = np.zeros(N, dtype=x.dtype)
-        keep = np.ones(N, dtype=x.dtype)
-        fired = np.zeros(N, dtype=x.dtype)
-        bterm = np.empty(N, dtype=x.dtype)
+        i_t = np.zeros(N, dtype=S.dtype)
+        v_t = np.zeros(N, dtype=S.dtype)
+        keep = np.ones(N, dtype=S.dtype)
+        fired = np.zeros(N, dtype=S.dtype)
+        bterm = np.empty(N, dtype=S.dtype)
         for n in range(N):
             bterm[n] = bb * bias[r, n]
         for t in range(T):
-            xt = x[t, m]
+            if sparse:
+                row = t * M + m
+                for n in range(N):
+                    xr[n] = 0
+                for e in range(rowptr[row], rowptr[row + 1]):
+                    w = wt[r, idx[e]]
+                    ve = val[e]
+                    for n in range(N):
+                        xr[n] += ve * w[n]
+                xt = xr
+            else:
+                xt = x[t, m]
             St = S[t, m]
             Vt = V[t, m]
-            for n in range(N):
-                i = i_t[n] * keep[n] * ai + bi * xt[n]
-                v = v_t[n] * keep[n] * av + bv * i + bterm[n]
-                s = one if v >= th else zero
-                if single_spike:
-                    s = s * (one - fired[n])
-                    fired[n] += s
-                i_t[n] = i
-                v_t[n] = v
-                keep[n] = one - s
-                St[n] = s
-                Vt[n] = v
+            if single_spike:
+                for n in range(N):
+                    i = i_t[n] * keep[n] * ai + bi * xt[n]
+                    v = v_t[n] * keep[n] * av + bv * i + bterm[n]
+                    sp = one if v >= th else zero
+                    sp = sp * (one - fired[n])
+                    fired[n] += sp
+                    i_t[n] = i
+                    v_t[n] = v
+                    keep[n] = one - sp
+                    St[n] = sp
+                    Vt[n] = v
+            else:
+                for n in range(N):
+                    i = i_t[n] * keep[n] * ai + bi * xt[n]
+                    v = v_t[n] * keep[n] * av + bv * i + bterm[n]
+                    sp = one if v >= th else zero
+                    i_t[n] = i
+                    v_t[n] = v
+                    keep[n] = one - sp
+                    St[n] = sp
+                    Vt[n] = v
             if keep_current:
                 It = I[t, m]
                 for n in range(N):
@@ -155,7 +183,7 @@ def lif_forward(x, bias, rows_per_rep, c, single_spike, keep_current, S, V, I):
 
 
 @njit(cache=True, nogil=True)
-def adjoint_backward(gs, sig, gd, gv, S, V, c, flags, U, A, Ad, usum):
+def adjoint_backward(gs, sig, gd, gv, S, V, c, flags, U, A, Ad, usum, m0, m1):
     """dL/dV (Eq. 8) and the two reverse recursions of the adjoint in one pass.
 
     ``sig`` is sigma(V), computed by the caller with torch's vectorised exp (the very values
@@ -171,7 +199,7 @@ def adjoint_backward(gs, sig, gd, gv, S, V, c, flags, U, A, Ad, usum):
     one, zero = c[ONE], c[ZERO]
     use_act, use_tim, use_gv, single = flags[0], flags[1], flags[2], flags[3]
     want_ad, want_u = flags[4], flags[5]
-    for m in range(M):
+    for m in range(m0, min(m1, M)):
         u = np.zeros(N, dtype=S.dtype)
         a = np.zeros(N, dtype=S.dtype)
         a_next = np.zeros(N, dtype=S.dtype)
@@ -243,7 +271,7 @@ def adjoint_backward(gs, sig, gd, gv, S, V, c, flags, U, A, Ad, usum):
 
 
 @njit(cache=True, nogil=True)
-def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum):
+def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum, m0, m1):
     """Adjoint of Eq. 1-3 with the reset path attached (autograd of ``bptt_forward``).
 
     ``sig`` is sigma(V) as computed by torch. ``flags``: [use_gs, use_gv, single_spike].
@@ -254,7 +282,7 @@ def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum):
     ai, av, bv = c[AI], c[AV], c[BV]
     one, zero = c[ONE], c[ZERO]
     use_gs, use_gv, single = flags[0], flags[1], flags[2]
-    for m in range(M):
+    for m in range(m0, min(m1, M)):
         gi_next = np.zeros(N, dtype=S.dtype)
         gv_next = np.zeros(N, dtype=S.dtype)
         vs = np.zeros(N, dtype=S.dtype)
@@ -289,3 +317,58 @@ def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum):
                 Gt[n] = git
         for n in range(N):
             gvsum[m, n] = vs[n]
+
+
+@njit(cache=True, nogil=True)
+def input_grads(a, ad, w, s, rows_per_rep, c, want_s, want_d, gs, gd, m0, m1):
+    """Gradients for the layer below when this layer is narrow (few neurons, N <= 64).
+
+    ``gs[m] = beta_i (a[m] @ w[r])`` (activation channel) and
+    ``gd[m] = (-beta_i (ad[m] @ w[r])) * s[m]`` (timing channel), row by row, ``w [R, N, K]``;
+    one pass instead of two dense products and three elementwise passes.
+    """
+    rows, N = a.shape
+    R, _, K = w.shape
+    bi = c[BI]
+    mbi = -bi
+    acc = np.empty(K, dtype=gs.dtype)
+    for m in range(m0, min(m1, rows)):
+        r = (m // rows_per_rep) % R
+        if want_s:
+            am = a[m]
+            for k in range(K):
+                acc[k] = 0
+            for j in range(N):
+                aj = am[j]
+                wj = w[r, j]
+                for k in range(K):
+                    acc[k] += aj * wj[k]
+            gsm = gs[m]
+            for k in range(K):
+                gsm[k] = acc[k] * bi
+        if want_d:
+            adm = ad[m]
+            for k in range(K):
+                acc[k] = 0
+            for j in range(N):
+                aj = adm[j]
+                wj = w[r, j]
+                for k in range(K):
+                    acc[k] += aj * wj[k]
+            gdm = gd[m]
+            sm = s[m]
+            for k in range(K):
+                gdm[k] = acc[k] * mbi * sm[k]
+
+
+@njit(cache=True, nogil=True)
+def binary_check(s):
+    """0 if every entry of the flat array ``s`` is 0 or 1, 1 if one is NaN, else 2."""
+    bad = 0
+    for k in range(s.size):
+        x = s[k]
+        if x != 0 and x != 1:
+            if x != x:
+                return 1
+            bad = 2
+    return bad

@@ -11,9 +11,12 @@ Two implementations of each:
   (latency code: well under 1% of the entries) are projected and turned into the weight
   gradient by gathering/scattering weight rows per spike instead of dense products.
 
-The public functions (``project``, ``weight_grad``, ``lif_recurrence``, ``adjoint_recurrence``,
-``lif_backward``, ``bptt``) dispatch: the fast path is taken only for CPU tensors of dtype
-float32/float64 with the backend ``"auto"``; CUDA and every other case use the reference.
+The public functions (``events``, ``project``, ``weight_grad``, ``lif_recurrence``,
+``lif_layer``, ``adjoint_recurrence``, ``lif_backward``, ``input_grads``, ``bptt``,
+``binary_check``) dispatch: the fast path is taken only for CPU tensors of dtype
+float32/float64 with the backend ``"auto"``; CUDA and every other case use the reference
+(the ``lif_backward``/``input_grads``/``bptt`` helpers return None there and the callers in
+:mod:`antlr_snn.methods` run their pure-PyTorch code).
 Spikes from the fast path equal the reference's exactly (up to ties of V with the threshold
 within rounding, which the tests never meet); real numbers agree to rounding (~1e-15 relative
 in float64), because sums may be formed in another order.
@@ -49,18 +52,20 @@ from antlr_snn.neuron import LIFParameters
 from antlr_snn.neuron import adjoint_recurrence as reference_adjoint_recurrence
 from antlr_snn.neuron import lif_recurrence as reference_lif_recurrence
 
-__all__ = ["project", "weight_grad", "lif_recurrence", "adjoint_recurrence", "lif_backward",
-           "events", "bptt", "Events", "reference_project", "reference_weight_grad",
-           "reference_lif_recurrence", "reference_adjoint_recurrence", "get_backend",
-           "set_backend", "use_backend", "fast_available", "BACKENDS", "SPARSE_MAX_DENSITY",
-           "calls"]
+__all__ = ["project", "weight_grad", "lif_recurrence", "lif_layer", "adjoint_recurrence",
+           "lif_backward", "events", "input_grads", "binary_check", "bptt", "Events",
+           "reference_project", "reference_weight_grad", "reference_lif_recurrence",
+           "reference_adjoint_recurrence", "get_backend", "set_backend", "use_backend",
+           "fast_available", "BACKENDS", "SPARSE_MAX_DENSITY", "NARROW_LAYER",
+           "PARALLEL_MIN_WORK", "calls"]
 
 BACKENDS = ("auto", "reference")
 
 #: Input spikes denser than this fraction of entries use the dense (BLAS) projection and
-#: weight gradient. Measured on a 2-core CPU at 784 -> 800, T=100, B=16, float32: the gather
-#: and the dense product cost the same near 6% density; latency-coded MNIST is at ~0.25%.
-SPARSE_MAX_DENSITY = 0.04
+#: weight gradient. Measured on the project's 2-core CPU at 784 -> 800, T=100, B=16, float32
+#: (forward projection + recurrence + weight gradient): the gather path was still ~1.8x faster
+#: than the dense products at 10% density; latency-coded MNIST is at ~0.25%.
+SPARSE_MAX_DENSITY = 0.1
 
 #: How often each fast kernel ran in this process (for tests and benchmarks).
 calls: Counter = Counter()
@@ -76,7 +81,17 @@ def _check_backend(name: str) -> str:
     return name
 
 
-_backend = _check_backend(os.environ.get("ANTLR_SNN_KERNELS", "auto").strip().lower() or "auto")
+def _backend_from_env() -> str:
+    name = os.environ.get("ANTLR_SNN_KERNELS", "auto").strip().lower() or "auto"
+    if name not in BACKENDS:
+        import warnings
+        warnings.warn(f"ANTLR_SNN_KERNELS={name!r} is not one of {', '.join(BACKENDS)}; using 'auto'",
+                      stacklevel=2)
+        return "auto"
+    return name
+
+
+_backend = _backend_from_env()
 
 
 def get_backend() -> str:
@@ -135,6 +150,32 @@ def _fast(*tensors) -> bool:
     return _numba() is not None
 
 
+#: Compiled kernels over at least this many elements split their independent rows across
+#: ``torch.get_num_threads()`` threads (the kernels release the GIL).
+PARALLEL_MIN_WORK = 1 << 17
+_pool = None
+_pool_key = None
+
+
+def _run_rows(kernel, rows: int, work: int, *args) -> None:
+    """``kernel(*args, m0, m1)`` over rows ``[0, rows)``, split across threads when large."""
+    n = min(max(1, torch.get_num_threads()), rows) if work >= PARALLEL_MIN_WORK else 1
+    if n <= 1:
+        kernel(*args, 0, rows)
+        return
+    global _pool, _pool_key
+    key = (os.getpid(), n)  # a forked child must not reuse the parent's (dead) threads
+    if _pool_key != key:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="antlr_snn")
+        _pool_key = key
+    bounds = [rows * i // n for i in range(n + 1)]
+    futures = [_pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, n)]
+    kernel(*args, bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
 def _np(t: torch.Tensor):
     """A numpy view of a detached, contiguous CPU tensor."""
     t = t.detach()
@@ -160,7 +201,7 @@ def _surrogate(v: torch.Tensor, p: LIFParameters) -> torch.Tensor:
     from torch's vectorised exp, with one buffer instead of four."""
     out = torch.sub(v.detach(), p.threshold)
     out.abs_().mul_(-p.surrogate_width).exp_()
-    return out.mul_(p.surrogate_scale)
+    return out if p.surrogate_scale == 1.0 else out.mul_(p.surrogate_scale)  # x * 1 == x
 
 
 def _rows(x: torch.Tensor) -> int:
@@ -282,38 +323,78 @@ def weight_grad(a: torch.Tensor, s: torch.Tensor, events: Optional[Events] = Non
     return g if replicas else g[0]
 
 
-def _bias_rows(bias: torch.Tensor, x: torch.Tensor):
-    """``bias`` as ``[R, N]`` plus rows per replica, or None when its broadcast is unusual."""
-    n = x.shape[-1]
+def _bias_rows(bias: torch.Tensor, shape: tuple):
+    """``bias`` as ``[R, N]`` plus rows per replica for outputs of ``shape``, or None when its
+    broadcast is unusual (then the reference path handles it)."""
+    n = shape[-1]
     if bias.numel() == n and (bias.dim() == 1 or all(d == 1 for d in bias.shape[:-1])):
-        return bias.reshape(1, n), max(1, _rows(x))
-    if x.dim() == 4 and bias.dim() == 3 and bias.shape == (x.shape[1], 1, n):
-        return bias.reshape(x.shape[1], n), max(1, x.shape[2])
+        return bias.reshape(1, n), max(1, math.prod(shape[1:-1]))
+    if len(shape) == 4 and bias.dim() == 3 and tuple(bias.shape) == (shape[1], 1, n):
+        return bias.reshape(shape[1], n), max(1, shape[2])
     return None
 
 
 def lif_recurrence(x: torch.Tensor, bias: torch.Tensor, p: LIFParameters,
                    single_spike: bool = False):
     """Eq. 1-3 given the synaptic input for all steps; see :func:`antlr_snn.neuron.lif_recurrence`."""
-    return _lif_forward(x, bias, p, single_spike, keep_current=False)[:2]
+    out = _lif_forward(bias, p, single_spike, False, x=x)
+    if out is None:
+        return reference_lif_recurrence(x, bias, p, single_spike)
+    return out[:2]
 
 
-def _lif_forward(x, bias, p, single_spike, keep_current):
-    """(S, V, I or None); I only on the fast path with ``keep_current``."""
-    b = _bias_rows(bias, x) if (x.dim() >= 2 and _fast(x, bias)) else None
+def lif_layer(s_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, p: LIFParameters,
+              single_spike: bool = False, events: Optional[Events] = None):
+    """Projection and recurrence of one layer, ``(S, V)``, with no autograd graph.
+
+    ``bias`` has its broadcast shape (``[N]``, or ``[R, 1, N]`` for replicas). With ``events``
+    of ``s_in`` the compiled kernel gathers each step's input on the fly (no ``[T, B, N]``
+    buffer for it); otherwise it is ``lif_recurrence(project(s_in, weight), ...)``.
+    """
+    if _events_match(events, s_in) and _fast(s_in, weight, bias):
+        out = _lif_forward(bias, p, single_spike, False, s_in=s_in, weight=weight, events=events)
+        if out is not None:
+            return out[:2]
+    with torch.no_grad():
+        x = project(s_in, weight)
+    return lif_recurrence(x, bias, p, single_spike)
+
+
+def _lif_forward(bias, p, single_spike, keep_current, x=None, s_in=None, weight=None,
+                 events=None):
+    """Compiled Eq. 1-3: ``(S, V, I or None)``, or None where the fast path does not apply.
+
+    The input is ``x`` (dense synaptic input) or ``events`` of ``s_in`` with ``weight``.
+    """
+    import numpy as np
+    sparse = events is not None
+    src = s_in if sparse else x
+    if src is None or src.dim() < 2 or not _fast(src, bias, weight if sparse else None):
+        return None
+    shape = tuple(src.shape[:-1]) + ((weight.shape[-2],) if sparse else (src.shape[-1],))
+    b = _bias_rows(bias, shape)
     if b is None:
-        S, V = reference_lif_recurrence(x, bias, p, single_spike)
-        return S, V, None
+        return None
     bias2, rpr = b
     nk = _numba()
-    T, n = x.shape[0], x.shape[-1]
-    S = torch.empty_like(x, memory_format=torch.contiguous_format)
-    V = torch.empty_like(S)
-    I = torch.empty_like(S) if keep_current else torch.empty(1, 1, 1, dtype=x.dtype)
+    dtype = src.dtype
+    T, n = shape[0], shape[-1]
+    S = torch.empty(shape, dtype=dtype)
+    V = torch.empty(shape, dtype=dtype)
+    I = torch.empty(shape, dtype=dtype) if keep_current else torch.empty(1, 1, 1, dtype=dtype)
     shape3 = (T, -1, n)
-    nk.lif_forward(_np(x).reshape(shape3), _np(bias2), rpr, _consts(p, x.dtype),
-                   bool(single_spike), bool(keep_current), S.numpy().reshape(shape3),
-                   V.numpy().reshape(shape3), I.numpy().reshape(I.shape[0], -1, I.shape[-1]))
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    if sparse:
+        xs = np.zeros((1, 1, 1), dtype=np_dtype)
+        rowptr, idx, val, wt = events.rowptr, events.idx, events.val, _wt(weight)
+    else:
+        xs = _np(x).reshape(shape3)
+        rowptr, idx = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        val, wt = np.zeros(0, dtype=np_dtype), np.zeros((1, 1, 1), dtype=np_dtype)
+    S3 = S.numpy().reshape(shape3)
+    _run_rows(nk.lif_forward, S3.shape[1], S.numel(), xs, sparse, rowptr, idx, val, wt,
+              _np(bias2), rpr, _consts(p, dtype), bool(single_spike), bool(keep_current), S3,
+              V.numpy().reshape(shape3), I.numpy().reshape(I.shape[0], -1, I.shape[-1]))
     calls["lif_forward"] += 1
     return S, V, (I if keep_current else None)
 
@@ -342,9 +423,10 @@ def _adjoint(gs, gd, gv, S, V, p, lam_act, lam_tim, single, want_ad, want_u):
     flags = np.array([gs is not None, gd is not None, gv is not None, bool(single), want_ad,
                       want_u], dtype=np.bool_)
     arr = lambda t: dummy if t is None else _np(t).reshape(shape3)  # noqa: E731
-    nk.adjoint_backward(arr(gs), arr(sig), arr(gd), arr(gv), _np(S).reshape(shape3),
-                        _np(V).reshape(shape3),                        _consts(p, S.dtype, lam_act, lam_tim), flags, arr(U),
-                        A.numpy().reshape(shape3), arr(Ad), usum.numpy().reshape(-1, n))
+    S3 = _np(S).reshape(shape3)
+    _run_rows(nk.adjoint_backward, S3.shape[1], S.numel(), arr(gs), arr(sig), arr(gd), arr(gv),
+              S3, _np(V).reshape(shape3), _consts(p, S.dtype, lam_act, lam_tim), flags, arr(U),
+              A.numpy().reshape(shape3), arr(Ad), usum.numpy().reshape(-1, n))
     calls["adjoint"] += 1
     return U, A, Ad, usum
 
@@ -369,6 +451,54 @@ def lif_backward(grad_s, grad_d, grad_v, S, V, p: LIFParameters, lambda_act: flo
     return A, Ad, usum
 
 
+#: Layers with at most this many neurons compute the gradients for the layer below in one
+#: compiled pass (:func:`input_grads`); wider layers use BLAS products.
+NARROW_LAYER = 64
+
+
+def input_grads(A: torch.Tensor, A_diff: Optional[torch.Tensor], weight: torch.Tensor,
+                s_in: torch.Tensor, p: LIFParameters, want_s: bool, want_d: bool):
+    """``(beta_i A @ W, -beta_i (A_diff @ W) * s_in)`` (each None unless wanted), or None
+    where the fast path does not apply; for narrow layers (``N <= NARROW_LAYER``) only."""
+    if not (want_s or want_d) or A.shape[-1] > NARROW_LAYER:
+        return None
+    if not _fast(A, A_diff, weight, s_in) or A.shape[:-1] != s_in.shape[:-1] or A.dim() < 2:
+        return None
+    replicas = weight.dim() == 3
+    if replicas and not (A.dim() == 4 and A.shape[1] == weight.shape[0]):
+        return None
+    import numpy as np
+    nk = _numba()
+    K, N = s_in.shape[-1], A.shape[-1]
+    rpr = A.shape[2] if replicas else max(1, _rows(A))
+    w3 = weight.detach()
+    w3 = (w3.unsqueeze(0) if w3.dim() == 2 else w3).contiguous()
+    gs = torch.empty(s_in.shape, dtype=A.dtype) if want_s else None
+    gd = torch.empty(s_in.shape, dtype=A.dtype) if want_d else None
+    dummy = np.zeros((1, 1), dtype=_np(A).dtype)
+    flat = lambda t, n: dummy if t is None else _np(t).reshape(-1, n)  # noqa: E731
+    A2 = flat(A, N)
+    _run_rows(nk.input_grads, A2.shape[0], s_in.numel(), A2, flat(A_diff if want_d else None, N),
+              w3.numpy(), flat(s_in, K), rpr, _consts(p, A.dtype), bool(want_s), bool(want_d),
+              flat(gs, K), flat(gd, K))
+    calls["input_grads"] += 1
+    return gs, gd
+
+
+def binary_check(x: torch.Tensor) -> Optional[str]:
+    """``None`` if every entry of ``x`` is 0 or 1; else ``"nan"`` (some entry is NaN) or
+    ``"nonbinary"``. One compiled pass on CPU (the reference needs several torch passes)."""
+    if _fast(x) and x.is_contiguous() and x.numel() > 0:
+        code = _numba().binary_check(_np(x).reshape(-1))
+        calls["binary_check"] += 1
+        return (None, "nan", "nonbinary")[int(code)]
+    if torch.isnan(x).any():
+        return "nan"
+    if ((x != 0) & (x != 1)).any():
+        return "nonbinary"
+    return None
+
+
 # --------------------------------------------------------------------------- BPTT
 class _BPTTFunction(torch.autograd.Function):
     """Eq. 1-3 with the reset path attached (Fig. 2a), forward and backward compiled.
@@ -379,10 +509,13 @@ class _BPTTFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_in, weight, bias, p: LIFParameters, single_spike: bool):
         ev = events(s_in, weight)
-        x = project(s_in, weight, events=ev)
         bias_view = bias.reshape((weight.shape[0],) if weight.dim() == 2
                                  else (weight.shape[0], 1, weight.shape[1]))
-        S, V, I = _lif_forward(x, bias_view, p, single_spike, keep_current=True)
+        if ev is not None:
+            out = _lif_forward(bias_view, p, single_spike, True, s_in=s_in, weight=weight, events=ev)
+        else:
+            out = _lif_forward(bias_view, p, single_spike, True, x=project(s_in, weight))
+        S, V, I = out
         ctx.save_for_backward(s_in, weight, S, V, I)
         ctx.p, ctx.single, ctx.events = p, single_spike, ev
         ctx.set_materialize_grads(False)
@@ -401,9 +534,10 @@ class _BPTTFunction(torch.autograd.Function):
         gvsum = torch.empty(S.shape[1:], dtype=S.dtype)
         flags = np.array([grad_s is not None, grad_v is not None, bool(ctx.single)], dtype=np.bool_)
         arr = lambda t: dummy if t is None else _np(t).reshape(shape3)  # noqa: E731
-        nk.bptt_backward(arr(grad_s), arr(grad_v), arr(GI), _np(S).reshape(shape3), _np(V).reshape(shape3),
-                         _np(I).reshape(shape3), _consts(p, S.dtype), flags,
-                         GI.numpy().reshape(shape3), gvsum.numpy().reshape(-1, n))
+        S3 = _np(S).reshape(shape3)
+        _run_rows(nk.bptt_backward, S3.shape[1], S.numel(), arr(grad_s), arr(grad_v), arr(GI),
+                  S3, _np(V).reshape(shape3), _np(I).reshape(shape3), _consts(p, S.dtype), flags,
+                  GI.numpy().reshape(shape3), gvsum.numpy().reshape(-1, n))
         calls["bptt_backward"] += 1
         need_s, need_w, need_b = ctx.needs_input_grad[:3]
         gs_in = gw = gb = None
@@ -413,7 +547,8 @@ class _BPTTFunction(torch.autograd.Function):
             bshape = (weight.shape[0],) if weight.dim() == 2 else (weight.shape[0], 1, weight.shape[1])
             gb = p.beta_bias * gvsum.sum_to_size(bshape).reshape(weight.shape[:-1])
         if need_s:
-            gs_in = (GI @ weight).mul_(p.beta_i)
+            narrow = input_grads(GI, None, weight, s_in, p, True, False)
+            gs_in = narrow[0] if narrow is not None else (GI @ weight).mul_(p.beta_i)
         return gs_in, gw, gb, None, None
 
 
@@ -424,5 +559,9 @@ def bptt(s_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, p: LIFPar
             and _replica_layout(tuple(s_in.shape), weight) is not None):
         return None
     if s_in.shape[-1] != weight.shape[-1]:
+        return None
+    bias_view = bias.reshape((weight.shape[0],) if weight.dim() == 2
+                             else (weight.shape[0], 1, weight.shape[1]))
+    if _bias_rows(bias_view, tuple(s_in.shape[:-1]) + (weight.shape[-2],)) is None:
         return None
     return _BPTTFunction.apply(s_in, weight, bias, p, bool(single_spike))

@@ -69,8 +69,7 @@ class LIFFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_in, d_in, weight, bias, p: LIFParameters, cfg: MethodConfig):
         ev = kernels.events(s_in, weight)  # sparse spikes: gather rows (None: dense product)
-        x = kernels.project(s_in, weight, events=ev)
-        S, V = kernels.lif_recurrence(x, _bias_view(bias, weight), p, cfg.single_spike)
+        S, V = kernels.lif_layer(s_in, weight, _bias_view(bias, weight), p, cfg.single_spike, ev)
         ctx.save_for_backward(s_in, weight, S, V)
         ctx.p, ctx.cfg, ctx.events = p, cfg, ev
         ctx.set_materialize_grads(False)  # unused outputs (often V) arrive as None, not zeros
@@ -103,10 +102,13 @@ class LIFFunction(torch.autograd.Function):
             grad_w = kernels.weight_grad(A, s_in, events=ctx.events).mul_(p.beta_i)
         if need_b:
             grad_b = p.beta_bias * U_sum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
-        if need_s:
+        narrow = kernels.input_grads(A, A_diff if want_d else None, weight, s_in, p, need_s, want_d)
+        if narrow is not None:  # compiled, one pass (narrow layers on CPU)
+            grad_s_in, grad_d_in = narrow
+        if need_s and narrow is None:
             # activation channel: dL/dS_i[t] = beta_i sum_j w_ij A_j[t]  (Eq. 6 as a recursion)
             grad_s_in = (A @ weight).mul_(p.beta_i)
-        if want_d:
+        if want_d and narrow is None:
             # timing channel: dL/dt_i[t] = -beta_i sum_j w_ij (A_j[t] - (1 - S_j[t]) A_j[t+1])
             grad_d_in = (A_diff @ weight).mul_(-p.beta_i).mul_(s_in)
         return grad_s_in, grad_d_in, grad_w, grad_b, None, None
