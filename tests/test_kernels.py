@@ -225,3 +225,12 @@ def test_binary_check(device):
     assert kernels.binary_check(y) == "nan"
     with kernels.use_backend("reference"):
         assert kernels.binary_check(x) is None and kernels.binary_check(y) == "nan"
+
+
+def test_surrogate_bit_identical():
+    from antlr_snn.neuron import surrogate
+    for p in (LIFParameters.create(), LIFParameters.create(threshold=0.9, surrogate_scale=0.7,
+                                                            surrogate_width=2.7)):
+        for dtype in (torch.float32, F64):
+            v = 2 * torch.randn(7, 3, 50, dtype=dtype, generator=torch.Generator().manual_seed(0))
+            assert torch.equal(kernels._surrogate(v, p), surrogate(v, p))

@@ -274,8 +274,9 @@ def adjoint_backward(gs, sig, gd, gv, S, V, c, flags, U, A, Ad, usum, m0, m1):
 def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum, m0, m1):
     """Adjoint of Eq. 1-3 with the reset path attached (autograd of ``bptt_forward``).
 
-    ``sig`` is sigma(V) as computed by torch. ``flags``: [use_gs, use_gv, single_spike].
-    Writes ``GI = dL/dI`` (= dL/dx per step) and
+    ``sig`` is sigma(V) as computed by torch; ``GI`` may be the same array (each row of
+    ``sig`` is read before that row of ``GI`` is written). ``flags``: [use_gs, use_gv,
+    single_spike]. Writes ``GI = dL/dI`` (= dL/dx per step) and
     ``gvsum[m] = sum_t dL/dV`` (for the bias).
     """
     T, M, N = S.shape
@@ -372,3 +373,14 @@ def binary_check(s):
                 return 1
             bad = 2
     return bad
+
+
+@njit(cache=True, nogil=True)
+def surrogate_arg(v, c, out, i0, i1):
+    """``out = (-width) * |v - threshold|`` over the flat range [i0, i1): the argument of the
+    surrogate's exp, rounded exactly as torch's sub/abs/mul steps round it."""
+    th, negw = c[TH], -c[WIDTH]
+    vs = v[i0:i1]
+    os_ = out[i0:i1]
+    for i in range(vs.size):  # zero-based: no negative-index wraparound, so it vectorises
+        os_[i] = negw * abs(vs[i] - th)

@@ -197,10 +197,19 @@ def _consts(p: LIFParameters, dtype, lambda_act: float = 0.0, lambda_tim: float 
 
 
 def _surrogate(v: torch.Tensor, p: LIFParameters) -> torch.Tensor:
-    """:func:`antlr_snn.neuron.surrogate` with in-place steps: the same values, bit for bit,
-    from torch's vectorised exp, with one buffer instead of four."""
-    out = torch.sub(v.detach(), p.threshold)
-    out.abs_().mul_(-p.surrogate_width).exp_()
+    """:func:`antlr_snn.neuron.surrogate`, the same values bit for bit, with one buffer and
+    two passes instead of four buffers and five passes: the exp's argument in one compiled
+    pass (rounded as torch's sub, abs and mul round it), then torch's own vectorised exp."""
+    v = v.detach()
+    if _fast(v) and v.is_contiguous():
+        out = torch.empty_like(v)
+        flat = out.numpy().reshape(-1)
+        _run_rows(_numba().surrogate_arg, flat.size, flat.size, _np(v).reshape(-1),
+                  _consts(p, v.dtype), flat)
+        out.exp_()
+    else:
+        out = torch.sub(v, p.threshold)
+        out.abs_().mul_(-p.surrogate_width).exp_()
     return out if p.surrogate_scale == 1.0 else out.mul_(p.surrogate_scale)  # x * 1 == x
 
 
@@ -535,8 +544,7 @@ class _BPTTFunction(torch.autograd.Function):
         flags = np.array([grad_s is not None, grad_v is not None, bool(ctx.single)], dtype=np.bool_)
         arr = lambda t: dummy if t is None else _np(t).reshape(shape3)  # noqa: E731
         S3 = _np(S).reshape(shape3)
-        _run_rows(nk.bptt_backward, S3.shape[1], S.numel(), arr(grad_s), arr(grad_v), arr(GI),
-                  S3, _np(V).reshape(shape3), _np(I).reshape(shape3), _consts(p, S.dtype), flags,
+        _run_rows(nk.bptt_backward, S3.shape[1], S.numel(), arr(grad_s), arr(grad_v), arr(GI), S3, _np(V).reshape(shape3), _np(I).reshape(shape3), _consts(p, S.dtype), flags,
                   GI.numpy().reshape(shape3), gvsum.numpy().reshape(-1, n))
         calls["bptt_backward"] += 1
         need_s, need_w, need_b = ctx.needs_input_grad[:3]
