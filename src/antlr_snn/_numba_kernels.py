@@ -32,14 +32,19 @@ def scan_events(s, max_nnz, rowptr, idx, val):
     nnz = 0
     rowptr[0] = 0
     for m in range(rows):
-        for k in range(K):
-            x = s[m, k]
-            if x != 0:
-                if nnz >= max_nnz:
-                    return -1
-                idx[nnz] = k
-                val[nnz] = x
-                nnz += 1
+        sm = s[m]
+        cnt = 0
+        for k in range(K):  # vectorised (integer) test: is the row all zeros? most are
+            cnt += sm[k] != 0
+        if cnt != 0:
+            for k in range(K):
+                x = sm[k]
+                if x != 0:
+                    if nnz >= max_nnz:
+                        return -1
+                    idx[nnz] = k
+                    val[nnz] = x
+                    nnz += 1
         rowptr[m + 1] = nnz
     return nnz
 
@@ -366,13 +371,15 @@ def input_grads(a, ad, w, s, rows_per_rep, c, want_s, want_d, gs, gd, m0, m1):
 def binary_check(s):
     """0 if every entry of the flat array ``s`` is 0 or 1, 1 if one is NaN, else 2."""
     bad = 0
-    for k in range(s.size):
+    for k in range(s.size):  # branch-free count: vectorises
         x = s[k]
-        if x != 0 and x != 1:
-            if x != x:
-                return 1
-            bad = 2
-    return bad
+        bad += (x != 0) & (x != 1)
+    if bad == 0:
+        return 0
+    for k in range(s.size):
+        if s[k] != s[k]:
+            return 1
+    return 2
 
 
 @njit(cache=True, nogil=True)
