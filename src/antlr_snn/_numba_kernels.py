@@ -326,17 +326,21 @@ def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum, m0, m1):
 
 
 @njit(cache=True, nogil=True)
-def input_grads(a, ad, w, s, rows_per_rep, c, want_s, want_d, gs, gd, m0, m1):
+def input_grads(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, want_d, gs, gd,
+                m0, m1):
     """Gradients for the layer below when this layer is narrow (few neurons, N <= 64).
 
     ``gs[m] = beta_i (a[m] @ w[r])`` (activation channel) and
     ``gd[m] = (-beta_i (ad[m] @ w[r])) * s[m]`` (timing channel), row by row, ``w [R, N, K]``;
-    one pass instead of two dense products and three elementwise passes.
+    one pass instead of two dense products and three elementwise passes. With ``sparse`` (the
+    CSR of ``s``) ``gd`` is computed only at the spikes and is 0 elsewhere (where the dense
+    formula gives +-0, or NaN for a non-finite ``ad``).
     """
     rows, N = a.shape
     R, _, K = w.shape
     bi = c[BI]
     mbi = -bi
+    zero = c[ZERO]
     acc = np.empty(K, dtype=gs.dtype)
     for m in range(m0, min(m1, rows)):
         r = (m // rows_per_rep) % R
@@ -352,7 +356,18 @@ def input_grads(a, ad, w, s, rows_per_rep, c, want_s, want_d, gs, gd, m0, m1):
             gsm = gs[m]
             for k in range(K):
                 gsm[k] = acc[k] * bi
-        if want_d:
+        if want_d and sparse:
+            adm = ad[m]
+            gdm = gd[m]
+            for k in range(K):
+                gdm[k] = zero
+            for e in range(rowptr[m], rowptr[m + 1]):
+                k = idx[e]
+                dot = zero
+                for j in range(N):
+                    dot += adm[j] * w[r, j, k]
+                gdm[k] = dot * mbi * val[e]
+        elif want_d:
             adm = ad[m]
             for k in range(K):
                 acc[k] = 0

@@ -466,9 +466,13 @@ NARROW_LAYER = 64
 
 
 def input_grads(A: torch.Tensor, A_diff: Optional[torch.Tensor], weight: torch.Tensor,
-                s_in: torch.Tensor, p: LIFParameters, want_s: bool, want_d: bool):
+                s_in: torch.Tensor, p: LIFParameters, want_s: bool, want_d: bool,
+                events: Optional[Events] = None):
     """``(beta_i A @ W, -beta_i (A_diff @ W) * s_in)`` (each None unless wanted), or None
-    where the fast path does not apply; for narrow layers (``N <= NARROW_LAYER``) only."""
+    where the fast path does not apply; for narrow layers (``N <= NARROW_LAYER``) only.
+
+    With ``events`` of ``s_in`` the timing channel is evaluated at the spikes only (it is
+    zero elsewhere)."""
     if not (want_s or want_d) or A.shape[-1] > NARROW_LAYER:
         return None
     if not _fast(A, A_diff, weight, s_in) or A.shape[:-1] != s_in.shape[:-1] or A.dim() < 2:
@@ -487,9 +491,15 @@ def input_grads(A: torch.Tensor, A_diff: Optional[torch.Tensor], weight: torch.T
     dummy = np.zeros((1, 1), dtype=_np(A).dtype)
     flat = lambda t, n: dummy if t is None else _np(t).reshape(-1, n)  # noqa: E731
     A2 = flat(A, N)
+    sparse = _events_match(events, s_in)
+    if sparse:
+        rowptr, idx, val = events.rowptr, events.idx, events.val
+    else:
+        rowptr, idx = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        val = np.zeros(0, dtype=A2.dtype)
     _run_rows(nk.input_grads, A2.shape[0], s_in.numel(), A2, flat(A_diff if want_d else None, N),
-              w3.numpy(), flat(s_in, K), rpr, _consts(p, A.dtype), bool(want_s), bool(want_d),
-              flat(gs, K), flat(gd, K))
+              w3.numpy(), flat(s_in, K), sparse, rowptr, idx, val, rpr, _consts(p, A.dtype),
+              bool(want_s), bool(want_d), flat(gs, K), flat(gd, K))
     calls["input_grads"] += 1
     return gs, gd
 

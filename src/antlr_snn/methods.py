@@ -102,7 +102,8 @@ class LIFFunction(torch.autograd.Function):
             grad_w = kernels.weight_grad(A, s_in, events=ctx.events).mul_(p.beta_i)
         if need_b:
             grad_b = p.beta_bias * U_sum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
-        narrow = kernels.input_grads(A, A_diff if want_d else None, weight, s_in, p, need_s, want_d)
+        narrow = kernels.input_grads(A, A_diff if want_d else None, weight, s_in, p, need_s,
+                                     want_d, ctx.events)
         if narrow is not None:  # compiled, one pass (narrow layers on CPU)
             grad_s_in, grad_d_in = narrow
         if need_s and narrow is None:
