@@ -1,0 +1,415 @@
+"""``antlr-snn landscape``: true and estimated loss landscapes (Sec. 3.4, Fig. 5).
+
+1. A 10-50-50-1 network learns, with ANTLR, to turn three random input spikes per input neuron
+   into one target spike (the spike-train task of :mod:`antlr_snn.experiments.spike_train`),
+   until the spike-train loss is exactly zero. The raw gradient of every training step is kept.
+2. The first two principal components ``d0, d1`` of those gradient vectors span a plane through
+   the optimum ``theta*``; every trainable parameter moves: ``theta* + a d0 + b d1``.
+3. On a ``G x G`` grid of ``(a, b)`` the true loss is measured, and every method's gradient is
+   computed and projected on ``d0, d1``: a 2-D gradient field (all grid points run at once as
+   replica networks). pyGrad2Surf's ``g2s`` (the paper's reference [25], Harker and O'Leary's
+   global least-squares reconstruction) turns each field into the surface it implies.
+4. Score: the Pearson correlation between a method's surface and the true loss, over the whole
+   grid and over the region where the spike count does not change (the part of the grid
+   connected to the centre; Fig. 5's highlighted area): ``--region output`` (default) asks the
+   output neuron's count to equal the optimum's, ``all`` asks it of every neuron. Both are
+   reported.
+
+Writes ``landscape.png`` (Fig. 5: true, activation, timing, ANTLR, and the region map),
+``landscape.npz`` (all grids) and ``results.json`` into ``--out``.
+See docs/experiments-spike-train.md.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import time
+import warnings
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from antlr_snn.experiments import common
+from antlr_snn.experiments import spike_train as st
+from antlr_snn.methods import METHODS
+
+DEFAULT_METHODS = ("activation", "timing", "antlr")
+
+
+# ----------------------------------------------------------------------------- the plane
+
+def pca_directions(gradients: np.ndarray) -> tuple:
+    """First two principal components of the gradient vectors ``[steps, P]`` (mean removed).
+
+    Returns ``(d [2, P] unit rows, explained variance ratio of the first two)``. Signs are
+    fixed so that each direction's largest-magnitude entry is positive.
+    """
+    g = np.asarray(gradients, dtype=np.float64)
+    if g.ndim != 2 or g.shape[0] < 3:
+        raise ValueError(f"need at least 3 gradient vectors for two principal components, "
+                         f"got {g.shape[0] if g.ndim == 2 else 0}")
+    g = g - g.mean(0, keepdims=True)
+    _, s, vt = np.linalg.svd(g, full_matrices=False)
+    d = vt[:2].copy()
+    for k in range(2):
+        if d[k, np.argmax(np.abs(d[k]))] < 0:
+            d[k] = -d[k]
+    var = s ** 2
+    return d, (var[:2] / var.sum()).tolist()
+
+
+def flatten(params: List[torch.Tensor]) -> np.ndarray:
+    """Parameters of replica 0 as one float64 vector (layer order: weight, bias, ...)."""
+    return torch.cat([p[0].reshape(-1) for p in params]).double().numpy()
+
+
+def unflatten(flat: np.ndarray, shapes: List[tuple]) -> List[tuple]:
+    """``[R, P]`` vectors to per-layer ``(weight [R, out, in], bias [R, out])``."""
+    R = flat.shape[0]
+    tensors, off = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        tensors.append(torch.from_numpy(flat[:, off:off + n].reshape(R, *shape)).float())
+        off += n
+    return [(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
+
+
+def evaluate_grid(cfg: st.TaskConfig, problem: st.Problem, theta: np.ndarray, d: np.ndarray,
+                  coords: np.ndarray, method: str, shapes: List[tuple], chunk: int = 1024,
+                  gradients: bool = True) -> dict:
+    """Loss, spike counts and (optionally) ``method``'s gradient projected on ``d`` at
+    ``theta + coords @ d`` for every row of ``coords [n, 2]``; grid points run as replicas."""
+    losses_, counts, proj = [], [], []
+    for start in range(0, len(coords), chunk):
+        c = coords[start:start + chunk]
+        R = len(c)
+        net = st.build_network(cfg, method, unflatten(theta[None] + c @ d, shapes))
+        x = problem.inputs[:, :1].expand(-1, R, -1, -1)
+        y = problem.targets[:, :1].expand(-1, R, -1, -1)
+        with torch.set_grad_enabled(gradients):
+            out = net(x)
+            per = st.spike_train_loss_per_trial(out, y, cfg.tau, cfg.kappa_derivative)
+        if gradients:
+            per.sum().backward()
+            g = torch.cat([p.grad.reshape(R, -1) for layer in net.layers
+                           for p in (layer.weight, layer.bias)], 1).double().nan_to_num_(0.0)
+            proj.append(g.numpy() @ d.T)
+        losses_.append(per.detach().double().numpy())
+        counts.append(torch.cat([o.spikes.detach().sum(0)[:, 0] for o in out.layers], -1).numpy())
+    res = {"loss": np.concatenate(losses_), "counts": np.concatenate(counts)}
+    if gradients:
+        res["grad"] = np.concatenate(proj)
+    return res
+
+
+def centre_component(mask: np.ndarray) -> np.ndarray:
+    """The 4-connected part of ``mask`` that contains the grid centre (empty if the centre is
+    not in ``mask``)."""
+    from scipy import ndimage
+    labels, _ = ndimage.label(mask)
+    c = labels[mask.shape[0] // 2, mask.shape[1] // 2]
+    return labels == c if c > 0 else np.zeros_like(mask, dtype=bool)
+
+
+def grid_coords(span: float, n: int) -> tuple:
+    a = np.linspace(-span, span, n)
+    A, B = np.meshgrid(a, a)  # rows: b (dim 1), columns: a (dim 0)
+    return a, np.stack([A.ravel(), B.ravel()], 1)
+
+
+def regions(counts: np.ndarray, counts0: np.ndarray, n: int, outputs: int) -> dict:
+    """No-change regions connected to the centre: ``all`` neurons' counts equal the optimum's,
+    or only the ``output`` neurons' counts; plus the number of neurons that changed."""
+    diff = counts != counts0
+    return {"all": centre_component(~diff.any(1).reshape(n, n)),
+            "output": centre_component(~diff[:, -outputs:].any(1).reshape(n, n)),
+            "changed": diff.sum(1).reshape(n, n)}
+
+
+def region_fraction(cfg, problem, theta, d, shapes, span, n, counts0, chunk, kind) -> float:
+    _, coords = grid_coords(span, n)
+    ev = evaluate_grid(cfg, problem, theta, d, coords, "antlr", shapes, chunk, gradients=False)
+    return float(regions(ev["counts"], counts0, n, cfg.outputs)[kind].mean())
+
+
+def auto_span(cfg, problem, theta, d, shapes, n, counts0, target: float, chunk: int,
+              kind: str = "output") -> float:
+    """Span (half-width of the grid, in units of the unit directions) at which the no-change
+    region covers about ``target`` of the grid; bisection on a log scale."""
+    lo, hi = 1e-3, 30.0
+    for _ in range(10):  # the bracket shrinks to a factor of about 1.01
+        mid = math.sqrt(lo * hi)
+        if region_fraction(cfg, problem, theta, d, shapes, mid, n, counts0, chunk, kind) > target:
+            lo = mid
+        else:
+            hi = mid
+    return float(f"{math.sqrt(lo * hi):.3g}")
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+def reconstruct(a: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Surface whose gradient best fits ``(gx, gy)`` in least squares (pyGrad2Surf ``g2s``).
+
+    ``gx[i, j]``, ``gy[i, j]`` are the derivatives along dim 0 (columns) and dim 1 (rows) at
+    ``(a[j], a[i])``. ``g2s`` overwrites its gradient arguments, so copies are passed. The
+    result is shifted so that its centre is 0 (the true loss at the optimum).
+    """
+    from pyGrad2Surf.g2s import g2s
+    with warnings.catch_warnings():  # g2s uses numpy.matrix internally
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        z = np.asarray(g2s(a.copy(), a.copy(), np.array(gx, dtype=np.float64),
+                           np.array(gy, dtype=np.float64)), dtype=np.float64)
+    return z - z[z.shape[0] // 2, z.shape[1] // 2]
+
+
+def pearson(x: np.ndarray, y: np.ndarray, mask=None):
+    """Pearson correlation of two surfaces (optionally over ``mask``); None if undefined."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if mask is not None:
+        x, y = x[mask], y[mask]
+    x, y = x.ravel() - x.mean(), y.ravel() - y.mean()
+    den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    if x.size < 3 or den == 0.0:
+        return None
+    return float((x * y).sum() / den)
+
+
+# ----------------------------------------------------------------------------- figure
+
+def plot_landscape(path: str, a: np.ndarray, true: np.ndarray, surfaces: Dict[str, np.ndarray],
+                   region: np.ndarray, changed: np.ndarray, scores: Dict[str, dict],
+                   region_kind: str = "output") -> None:
+    from matplotlib.figure import Figure
+    import matplotlib.colors as mcolors
+    panels = [("true loss", true, None)] + [(m, z, scores[m]) for m, z in surfaces.items()]
+    n = len(panels) + 1
+    fig = Figure(figsize=(3.9 * n, 3.6))
+    fig.subplots_adjust(wspace=0.5)
+    ext = [a[0], a[-1], a[0], a[-1]]
+    letters = "abcdefgh"
+    for k, (name, z, sc) in enumerate(panels):
+        ax = fig.add_subplot(1, n, k + 1)
+        # Fig. 5's highlight: the no-change region in colour on its own scale (so that the
+        # subtle height differences from spike shifts show), the rest in grey on its own scale
+        def norm_of(values):
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+            return mcolors.Normalize(lo, hi if hi > lo else lo + 1e-12)
+        if not region.all():
+            ax.imshow(np.ma.masked_where(region, z), origin="lower", extent=ext,
+                      cmap="Greys_r", norm=norm_of(z[~region]), interpolation="nearest",
+                      aspect="auto")
+        im = ax.imshow(np.ma.masked_where(~region, z), origin="lower", extent=ext,
+                       cmap="viridis", norm=norm_of(z[region] if region.any() else z),
+                       interpolation="nearest", aspect="auto")
+        if region.any() and not region.all():
+            ax.contour(a, a, region.astype(float), levels=[0.5], colors="red", linewidths=1.0)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.ax.tick_params(labelsize=7)
+        title = f"({letters[k]}) {name}"
+        if sc is not None:
+            r, rr = sc["pearson_grid"], sc["pearson_region"]
+            title += f"\nr = {r:.2f}" if r is not None else "\nr = n/a"
+            title += f", region r = {rr:.2f}" if rr is not None else ", region r = n/a"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("Dim 0", fontsize=8)
+        if k == 0:
+            ax.set_ylabel("Dim 1", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(1, n, n)
+    im = ax.imshow(changed, origin="lower", extent=ext, cmap="magma_r", interpolation="nearest",
+                   aspect="auto")
+    if region.any() and not region.all():
+        ax.contour(a, a, region.astype(float), levels=[0.5], colors="red", linewidths=1.0)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cb.ax.tick_params(labelsize=7)
+    ax.set_title(f"({letters[len(panels)]}) neurons whose spike count changed\n"
+                 f"red line: highlighted region ({region_kind})", fontsize=9)
+    ax.set_xlabel("Dim 0", fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.suptitle("Inside the red line (spike count as at the optimum, connected to it): colour, "
+                 "colour bar = that region's range; outside: grey on its own scale. Surfaces "
+                 "shifted to 0 at the optimum; each has its own scale.", fontsize=8, y=1.04)
+    common.save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.description = (
+        "Estimated loss landscapes (Sec. 3.4, Fig. 5): train 10-50-50-1 with ANTLR to zero "
+        "spike-train loss, perturb all parameters along the first two principal components of "
+        "the training gradients, measure the true loss on a grid, and reconstruct the surface "
+        "each method's gradient field implies (pyGrad2Surf g2s). Scores: Pearson correlation "
+        "with the true surface over the grid and over the no-spike-count-change region. The "
+        "default 15x15 grid runs in about a minute on 2 CPU cores; use --grid 51 for a "
+        "paper-like picture. See docs/experiments-spike-train.md.")
+    a = p.add_argument
+    a("--grid", type=int, default=15, help="grid points per axis (odd, so the optimum is one)")
+    a("--span", default="auto",
+      help="half-width of the grid along each unit direction, or 'auto': the span at which "
+           "the no-change region covers --region-fraction of the grid")
+    a("--region", choices=("output", "all"), default="output",
+      help="highlighted no-change region: the output neuron's spike count, or every neuron's, "
+           "equals the optimum's (both are scored)")
+    a("--region-fraction", type=float, default=0.5, help="target region share for --span auto")
+    a("--methods", type=st._method_list, default=",".join(DEFAULT_METHODS),
+      help=f"comma-separated methods from {', '.join(METHODS)}")
+    a("--max-iterations", type=int, default=5000,
+      help="training iterations allowed to reach zero loss")
+    a("--attempts", type=int, default=5,
+      help="patterns (trials seed,0..N-1) tried until one is trained to zero loss")
+    st.add_task_arguments(p)
+    a("--chunk", type=int, default=1024, help="grid points per replica batch")
+    a("--out", default="runs/landscape", help="output folder")
+    a("--quiet", action="store_true", help="no progress bar")
+
+
+def _parse_span(text) -> object:
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--span must be a positive number or 'auto', got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"--span must be a positive number or 'auto', got {text!r}")
+    return v
+
+
+def train_to_zero(cfg: st.TaskConfig, max_iterations: int, attempts: int, show_progress: bool):
+    """Train with ANTLR on patterns 0, 1, ... until one reaches zero loss."""
+    tried = []
+    for trial in range(attempts):
+        problem = st.make_problem(cfg, [trial])
+        res = st.train_method(cfg, problem, "antlr", max_iterations, show_progress=show_progress,
+                              record_gradients=True, stop_at_zero=True)
+        tried.append({"trial": trial, "final_loss": float(res.final[0]),
+                      "iterations": int(res.iterations[-1])})
+        if res.final[0] == 0.0:
+            return problem, res, tried
+    raise ValueError(f"antlr did not reach zero loss within {max_iterations} iterations on "
+                     f"{attempts} pattern(s); raise --max-iterations or --attempts")
+
+
+def run(args) -> int:
+    t0 = time.time()
+    n = args.grid
+    if not isinstance(n, int) or n < 5 or n % 2 == 0:
+        raise ValueError(f"--grid must be an odd integer >= 5, got {n}")
+    span_arg = _parse_span(args.span)
+    if not (0.0 < args.region_fraction < 1.0):
+        raise ValueError(f"--region-fraction must lie in (0, 1), got {args.region_fraction}")
+    for name in ("max_iterations", "attempts", "chunk"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    cfg = st.TaskConfig(
+        inputs=args.inputs, hidden=tuple(args.hidden), outputs=1, num_steps=args.steps,
+        input_spikes=args.input_spikes, target_spikes=1, tau=args.tau,
+        kappa_derivative=args.kappa_derivative, init_scale=args.init_scale, lr=args.lr,
+        grad_clip=args.grad_clip, no_spike_penalty=0.0, seed=args.seed)
+    cfg.validate()
+    st.set_threads(args.threads)
+    out = common.ensure_writable_dir(args.out)
+    show = not args.quiet
+
+    problem, res, tried = train_to_zero(cfg, args.max_iterations, args.attempts, show)
+    t_train = time.time() - t0
+    theta = flatten(res.params)
+    shapes = [tuple(p.shape[1:]) for p in res.params]
+    d, explained = pca_directions(res.gradients)
+    centre = evaluate_grid(cfg, problem, theta, d, np.zeros((1, 2)), "antlr", shapes,
+                           gradients=False)
+    counts0 = centre["counts"][0]
+
+    if span_arg == "auto":
+        span = auto_span(cfg, problem, theta, d, shapes, n, counts0, args.region_fraction,
+                         args.chunk, args.region)
+    else:
+        span = span_arg
+    a, coords = grid_coords(span, n)
+
+    fields, surfaces, scores = {}, {}, {}
+    true = changed = region = None
+    bar = common.progress(total=len(args.methods), desc="landscape", disable=not show)
+    for method in args.methods:
+        ev = evaluate_grid(cfg, problem, theta, d, coords, method, shapes, args.chunk)
+        if true is None:  # the forward pass is the same for every method
+            true = ev["loss"].reshape(n, n)
+            reg = regions(ev["counts"], counts0, n, cfg.outputs)
+            changed, region = reg["changed"], reg[args.region]
+        gx = ev["grad"][:, 0].reshape(n, n)
+        gy = ev["grad"][:, 1].reshape(n, n)
+        fields[method] = (gx, gy)
+        z = reconstruct(a, gx, gy)
+        surfaces[method] = z
+        scores[method] = {"pearson_grid": pearson(z, true),
+                          "pearson_region": pearson(z, true, region),
+                          "pearson_output_region": pearson(z, true, reg["output"]),
+                          "pearson_all_neuron_region": pearson(z, true, reg["all"])}
+        bar.update(1)
+    bar.close()
+    # check of the pipeline: the true loss's own finite-difference gradient, reconstructed
+    gy_fd, gx_fd = np.gradient(true, a, a)
+    z_fd = reconstruct(a, gx_fd, gy_fd)
+    fd_check = {"pearson_grid": pearson(z_fd, true), "pearson_region": pearson(z_fd, true, region)}
+
+    npz = {"a": a, "b": a, "true_loss": true, "changed_neurons": changed, "region": region,
+           "region_output": reg["output"], "region_all": reg["all"], "directions": d.astype(np.float32),
+           "theta_opt": theta.astype(np.float32), "finite_difference_surface": z_fd}
+    for m in args.methods:
+        npz[f"{m}_grad_dim0"], npz[f"{m}_grad_dim1"] = fields[m]
+        npz[f"{m}_surface"] = surfaces[m]
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **npz)
+    common.atomic_write_bytes(os.path.join(out, "landscape.npz"), buf.getvalue())
+    plot_landscape(os.path.join(out, "landscape.png"), a, true, surfaces, region, changed, scores,
+                   args.region)
+
+    ranking = sorted((m for m in args.methods if scores[m]["pearson_grid"] is not None),
+                     key=lambda m: -scores[m]["pearson_grid"])
+    args_dict = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    result = {
+        "experiment": "landscape",
+        "config": {**args_dict, "sizes": cfg.sizes, "target_window": list(cfg.target_window)},
+        "training": {"attempts": tried, "trial": tried[-1]["trial"],
+                     "iterations_to_zero": tried[-1]["iterations"],
+                     "parameters": int(theta.size), "gradient_vectors": int(len(res.gradients)),
+                     "pca_explained_variance_ratio": explained, "wall_s": round(t_train, 2)},
+        "grid": {"points_per_axis": n, "span": span,
+                 "span_chosen": "auto" if span_arg == "auto" else "flag",
+                 "true_loss_at_centre": float(true[n // 2, n // 2]),
+                 "true_loss_max": float(true.max()),
+                 "region": args.region,
+                 "region_fraction": float(region.mean()),
+                 "output_region_fraction": float(reg["output"].mean()),
+                 "all_neuron_region_fraction": float(reg["all"].mean()),
+                 "spikes_at_optimum": int(counts0.sum())},
+        "measure": ("Pearson correlation between the reconstructed surface and the true loss, "
+                    "over all grid points (pearson_grid) and over the grid points connected to "
+                    "the optimum where the output neuron's spike count (pearson_output_region) "
+                    "or every neuron's count (pearson_all_neuron_region) equals the optimum's; "
+                    "pearson_region is the one named by --region. None where undefined (fewer "
+                    "than 3 points or a constant surface)"),
+        "methods": scores,
+        "ranking_by_pearson_grid": ranking,
+        "finite_difference_check": fd_check,
+        "wall_s": round(time.time() - t0, 2),
+        "machine": st.machine_info(),
+    }
+    common.atomic_write_json(os.path.join(out, "results.json"), result)
+    if show:
+        print(f"landscape: trained to zero loss in {tried[-1]['iterations']} iterations "
+              f"(pattern {tried[-1]['trial']}); grid {n}x{n}, span {span:g}, "
+              f"{args.region} no-change region {100 * region.mean():.0f}% of the grid")
+        for m in args.methods:
+            s = scores[m]
+            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+            print(f"  {m:>10s}: r(grid) {fmt(s['pearson_grid'])}, "
+                  f"r(region) {fmt(s['pearson_region'])}")
+        print(f"  wall {time.time() - t0:.1f} s; results in {out}")
+    return 0
