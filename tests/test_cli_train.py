@@ -112,10 +112,7 @@ def test_activation_preset_counts_spikes(tmp_path):
     (["--data-dir", "/nonexistent/mnist"], ["/nonexistent/mnist"]),
 ])
 def test_bad_arguments_give_one_line(tmp_path, capsys, flags, needles):
-    from antlr_snn.cli import main
-    assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and all(n in err[0] for n in needles), err
+    in_process(capsys, "train", *flags, "--out", tmp_path / "x", needles=needles)
     assert not (tmp_path / "x" / "config.json").exists()  # a failed start leaves no run behind
 
 
@@ -129,27 +126,38 @@ def test_unwritable_output_folder(tmp_path):
     one_line_error(cli("train", *TINY, "--out", blocker / "sub"), "not writable", str(blocker))
 
 
-def test_checkpoint_errors(trained, tmp_path):
+def in_process(capsys, *args, needles=()):
+    """Run the CLI in this process (fast); it must fail with one line holding ``needles``."""
+    from antlr_snn.cli import main
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in needles), err
+    return err[0]
+
+
+def test_checkpoint_errors(trained, tmp_path, capsys):
     out, _ = trained
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
     one_line_error(cli("evaluate", "--checkpoint", bad), "not a readable checkpoint")
-    one_line_error(cli("evaluate", "--checkpoint", tmp_path / "none.pt"), "not found")
-    one_line_error(cli("evaluate", "--checkpoint", out / "best.pt", "--dataset", "nmnist-sim",
-                       "--max-eval", "2"), "784 inputs", "2312")
+    in_process(capsys, "evaluate", "--checkpoint", tmp_path / "none.pt", needles=["not found"])
+    in_process(capsys, "evaluate", "--checkpoint", out / "best.pt", "--dataset", "nmnist-sim",
+               "--max-eval", "2", needles=["784 inputs", "2312"])
     # a checkpoint whose weights do not fit the sizes it claims
     ckpt = common.load_checkpoint(out / "best.pt")
     ckpt["sizes"] = [784, 50, 10]
     torch.save(ckpt, tmp_path / "other.pt")
-    one_line_error(cli("evaluate", "--checkpoint", tmp_path / "other.pt"), "do not fit")
+    in_process(capsys, "evaluate", "--checkpoint", tmp_path / "other.pt", needles=["do not fit"])
     # resuming with another network size, or a run without a checkpoint to resume
-    one_line_error(cli("train", *TINY, "--hidden", "50", "--resume", "--out", out),
-                   "--hidden [50] differs")
-    one_line_error(cli("train", "--resume", "--out", tmp_path / "empty"), "no run to resume")
-    one_line_error(cli("train", *TINY, "--out", out), "already holds a run")
+    in_process(capsys, "train", *TINY, "--hidden", "50", "--resume", "--out", out,
+               needles=["--hidden [50] differs"])
+    in_process(capsys, "train", "--resume", "--out", tmp_path / "empty",
+               needles=["no run to resume"])
+    in_process(capsys, "train", "--resume", needles=["--resume needs --out"])
+    in_process(capsys, "train", *TINY, "--out", out, needles=["already holds a run"])
 
 
-def test_resume_refuses_a_checkpoint_of_another_size(trained, tmp_path):
+def test_resume_refuses_a_checkpoint_of_another_size(trained, tmp_path, capsys):
     out, _ = trained
     other = tmp_path / "other"
     other.mkdir()
@@ -157,10 +165,42 @@ def test_resume_refuses_a_checkpoint_of_another_size(trained, tmp_path):
     cfg["hidden"] = [60]
     (other / "config.json").write_text(json.dumps(cfg))
     (other / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
-    one_line_error(cli("train", "--resume", "--out", other), "784-100-10", "784-60-10")
+    in_process(capsys, "train", "--resume", "--out", other, needles=["784-100-10", "784-60-10"])
 
 
 def test_help_states_the_embedded_defaults():
     proc = cli("train", "--help")
     assert proc.returncode == 0
     assert "2 epochs" in proc.stdout and "embedded" in proc.stdout
+
+
+def write_idx(path, array):
+    import gzip
+    import struct
+
+    import numpy as np
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.tobytes())
+
+
+def test_evaluate_reads_only_the_idx_test_files(trained, tmp_path):
+    """An IDX folder with only t10k-* files is enough for evaluate (no train-* read)."""
+    from antlr_snn.data import load_dataset
+    out, _ = trained
+    x, y = load_dataset("mnist", "test")
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", (x[:100] * 255).round().reshape(-1, 28, 28))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", y[:100])
+    proc = cli("evaluate", "--checkpoint", out / "best.pt", "--dataset", "mnist",
+               "--data-dir", folder)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    trial = json.loads((out / "results.json").read_text())["trials"][0]
+    assert res["n"] == 100 and res["dataset"] == "mnist"
+    # the same 100 digits as the embedded test split (8-bit rounding aside)
+    assert res["accuracy"] == pytest.approx(trial["test_accuracy"], abs=0.03)
+    one_line_error(cli("evaluate", "--checkpoint", out / "best.pt", "--dataset", "mnist",
+                       "--data-dir", tmp_path / "nothing"), "t10k-images-idx3-ubyte")

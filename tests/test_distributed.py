@@ -16,24 +16,29 @@ ARGS = ["train", "--hidden", "60", "--lr", "3e-3", "--num-steps", "30", "--batch
         "--max-train", "41", "--max-eval", "50", "--epochs", "2", "--quiet"]
 
 
-def launch(out, *extra, nproc=1):
+def launch(out, *extra, nproc=1, wait=True):
     if nproc == 1:
         cmd = [sys.executable, "-m", "antlr_snn"]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "antlr_snn"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd + ARGS + ["--out", str(out), *extra], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
+    proc = subprocess.Popen(cmd + ARGS + ["--out", str(out), *extra], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return finish(proc) if wait else proc
+
+
+def finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
 
 
 def test_two_processes_give_the_weights_of_one(tmp_path):
     # the timing method: its no-spike penalty acts on the weights directly, inside the loss
     one, two = tmp_path / "one", tmp_path / "two"
-    launch(one, "--method", "timing")
+    single = launch(one, "--method", "timing", wait=False)
     launch(two, "--method", "timing", nproc=2)
+    finish(single)
     a = common.load_checkpoint(one / "checkpoint.pt")
     b = common.load_checkpoint(two / "checkpoint.pt")
     assert a["state"]["global_step"] == b["state"]["global_step"] == 12  # 6 global batches x 2

@@ -20,10 +20,18 @@ ARGS = ["train", "--hidden", "100", "--lr", "3e-3", "--num-steps", "30", "--batc
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def start(out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "antlr_snn", *ARGS, "--out", str(out), *extra],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc):
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+
+
 def run_to_end(out, *extra):
-    proc = subprocess.run([sys.executable, "-m", "antlr_snn", *ARGS, "--out", str(out), *extra],
-                          env=ENV, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    finish(start(out, *extra))
 
 
 def run_and_kill(out, step, *extra):
@@ -70,7 +78,7 @@ def assert_same_tensors(a, b, path=""):
 
 def test_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
-    run_to_end(ref)
+    reference = start(ref)  # the uninterrupted run, alongside the interrupted one
 
     run_and_kill(run, 7)  # epoch 1, after the step-5 checkpoint
     ckpt = common.load_checkpoint(run / "checkpoint.pt")
@@ -88,6 +96,7 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
         fh.write('{"trial": 0, "epoch": 2, "tr')
 
     run_to_end(run, "--resume")
+    finish(reference)
     for name in ("checkpoint.pt", "best.pt"):
         a, b = common.load_checkpoint(ref / name), common.load_checkpoint(run / name)
         assert_same_tensors(a["state_dict"], b["state_dict"], name)

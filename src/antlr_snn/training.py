@@ -304,28 +304,6 @@ def from_lead(fn, rt: Runtime):
 
 # ----------------------------------------------------------------------------- one trial
 
-def plot_curves(records: list, path: str, title: str = "") -> None:
-    """Learning curves (loss, accuracy, spikes per sample vs epoch) as one PNG, atomically."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(11, 3.2))
-    axes = fig.subplots(1, 3)
-    for key in sorted({r.get("trial", 0) for r in records}):
-        rs = [r for r in records if r.get("trial", 0) == key]
-        ep = [r["epoch"] for r in rs]
-        tag = f"trial {key} " if len({r.get("trial", 0) for r in records}) > 1 else ""
-        axes[0].plot(ep, [r["train_loss"] for r in rs], "o-", label=f"{tag}train")
-        axes[1].plot(ep, [r["train_accuracy"] for r in rs], "o-", label=f"{tag}train")
-        axes[1].plot(ep, [r["val_accuracy"] for r in rs], "s--", label=f"{tag}validation")
-        axes[2].plot(ep, [r["val_spikes_per_sample"] for r in rs], "o-", label=f"{tag}total")
-        axes[2].plot(ep, [r["val_spikes_to_decision"] for r in rs], "s--", label=f"{tag}to decision")
-    for ax, name in zip(axes, ("training loss", "accuracy", "validation spikes / sample")):
-        ax.set_xlabel("epoch")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    common.save_figure(fig, path)
-
-
 def _pause_hook(step: int) -> None:
     """Test hook: with ANTLR_SNN_PAUSE_AT_STEP=N, announce and sleep after global step N."""
     if os.environ.get(PAUSE_ENV) == str(step):
@@ -333,12 +311,16 @@ def _pause_hook(step: int) -> None:
         time.sleep(3600)
 
 
-def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Runtime) -> dict:
-    """Train trial ``trial`` (seed ``cfg.seed + trial``) in ``out_dir``; return its test result."""
+def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Runtime,
+                on_epoch=None) -> dict:
+    """Train trial ``trial`` (seed ``cfg.seed + trial``) in ``out_dir``; return its test result.
+
+    ``on_epoch(out_dir, record)`` runs on the writing rank after each epoch (e.g. to plot).
+    """
     seed, lead = cfg.seed + trial, rt.rank == 0 or not rt.ddp
     path = {k: os.path.join(out_dir, f) for k, f in (
         ("ckpt", "checkpoint.pt"), ("best", "best.pt"), ("log", "metrics.jsonl"),
-        ("result", "result.json"), ("curves", "curves.png"))}
+        ("result", "result.json"))}
     decision = cfg.preset["decision"]
     random.seed(seed)
     np.random.seed(seed)
@@ -428,8 +410,8 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
                   gen_epoch_start=gen.get_state())
         save()
         if lead:
-            plot_curves(common.read_jsonl(path["log"]), path["curves"],
-                        f"{cfg.method} on {cfg.dataset}, seed {seed}")
+            if on_epoch is not None:
+                on_epoch(out_dir, rec)
             if rt.verbose:
                 print(f"trial {trial} epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f}"
                       f" train {rec['train_accuracy']:.4f} val {val['accuracy']:.4f} spikes/sample"

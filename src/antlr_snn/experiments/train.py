@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from antlr_snn.experiments import common
 from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig, from_lead,
-                                load_splits, plot_curves, train_trial)
+                                load_splits, train_trial)
 
 EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
 HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
@@ -31,7 +31,6 @@ HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batc
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from antlr_snn.data import DATASETS
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.description = (
         "Latency-coded image classification (Fig. 7, 8). Paper defaults: 784-800-10 network, "
         "T=100 (300 for nmnist), batch 16, Adam lr 1e-3 with StepLR(10, 0.1), 20 epochs, "
@@ -56,12 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--grad-clip", type=float, default=None, help="elementwise gradient clip, 0 = off [1.0]")
     a("--max-train", type=int, default=None, help="use only the first N training samples")
     a("--max-eval", type=int, default=None, help="use only the first N val/test samples")
-    a("--out", default=None, help="output folder [runs/train-<time>]")
+    a("--out", default=None, help="output folder [runs/train-<date>-<time>]")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    a("--checkpoint-every", type=int, default=100, help="also checkpoint every N steps (0: "
-      "only at epoch ends)")
-    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cuda if available")
-    a("--workers", type=int, default=0, help="data-loader worker processes (event data sets)")
+    a("--checkpoint-every", type=int, default=100, help="also checkpoint every N steps; 0: only at "
+      "epoch ends [100]")
+    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="[auto: cuda if available]")
+    a("--workers", type=int, default=0, help="data-loader worker processes for event data sets [0]")
     a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
@@ -129,6 +128,8 @@ def setup_distributed(device: str):
 def prepare_out(args, rt: Runtime):
     """Check/create the output folder on rank 0; returns (out, saved config or None)."""
     def prepare():
+        if args.resume and not args.out:
+            raise ValueError("--resume needs --out DIR, the folder of the run to continue")
         out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
         cfg_path = os.path.join(out, "config.json")
         if args.resume:
@@ -166,7 +167,12 @@ def run(args) -> int:
             tdir = out if cfg.trials == 1 else os.path.join(out, f"trial-{trial}")
             if not rt.ddp or rank == 0:
                 common.ensure_writable_dir(tdir)
-            results.append(train_trial(cfg, trial, tdir, splits, rt))
+            title = f"{cfg.method} on {cfg.dataset}, seed {cfg.seed + trial}"
+            results.append(train_trial(
+                cfg, trial, tdir, splits, rt,
+                on_epoch=lambda d, rec, title=title: plot_curves(
+                    common.read_jsonl(os.path.join(d, "metrics.jsonl")),
+                    os.path.join(d, "curves.png"), title)))
         if world > 1 and not rt.ddp:
             gathered = [None] * world
             dist.all_gather_object(gathered, results)
@@ -182,6 +188,28 @@ def run(args) -> int:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def plot_curves(records: list, path: str, title: str = "") -> None:
+    """Learning curves (loss, accuracy, spikes per sample vs epoch) as one PNG, atomically."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(11, 3.2))
+    axes = fig.subplots(1, 3)
+    for key in sorted({r.get("trial", 0) for r in records}):
+        rs = [r for r in records if r.get("trial", 0) == key]
+        ep = [r["epoch"] for r in rs]
+        tag = f"trial {key} " if len({r.get("trial", 0) for r in records}) > 1 else ""
+        axes[0].plot(ep, [r["train_loss"] for r in rs], "o-", label=f"{tag}train")
+        axes[1].plot(ep, [r["train_accuracy"] for r in rs], "o-", label=f"{tag}train")
+        axes[1].plot(ep, [r["val_accuracy"] for r in rs], "s--", label=f"{tag}validation")
+        axes[2].plot(ep, [r["val_spikes_per_sample"] for r in rs], "o-", label=f"{tag}total")
+        axes[2].plot(ep, [r["val_spikes_to_decision"] for r in rs], "s--", label=f"{tag}to decision")
+    for ax, name in zip(axes, ("training loss", "accuracy", "validation spikes / sample")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    common.save_figure(fig, path)
 
 
 def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: float) -> None:
