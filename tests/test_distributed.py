@@ -75,5 +75,6 @@ def test_trials_are_spread_over_ranks_and_gathered(tmp_path):
     assert res["test_accuracy"]["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
     assert res["test_accuracy"]["n"] == 2
     best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
-    assert (out / "best.pt").read_bytes() == (out / f"trial-{best['trial']}" / "best.pt").read_bytes()
+    best_pt = out / f"trial-{best['trial']}" / "best.pt"
+    assert (out / "best.pt").read_bytes() == best_pt.read_bytes()
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

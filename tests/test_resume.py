@@ -100,7 +100,8 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
     for name in ("checkpoint.pt", "best.pt"):
         a, b = common.load_checkpoint(ref / name), common.load_checkpoint(run / name)
         assert_same_tensors(a["state_dict"], b["state_dict"], name)
-    a, b = common.load_checkpoint(ref / "checkpoint.pt"), common.load_checkpoint(run / "checkpoint.pt")
+    a = common.load_checkpoint(ref / "checkpoint.pt")
+    b = common.load_checkpoint(run / "checkpoint.pt")
     assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer")
     assert a["scheduler"] == b["scheduler"]
     res_a = json.loads((ref / "results.json").read_text())

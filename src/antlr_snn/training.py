@@ -264,7 +264,8 @@ def evaluate(net, split: Split, decision: str, rt: Runtime = Runtime(), workers:
                              torch.tensor(len(y))]).double().cpu()
     sums = _all_sum(sums, rt)
     n = sums[6].item()
-    res = {"accuracy_earliest_spike": sums[0].item() / n, "accuracy_most_spikes": sums[1].item() / n,
+    res = {"accuracy_earliest_spike": sums[0].item() / n,
+           "accuracy_most_spikes": sums[1].item() / n,
            "spikes_per_sample": sums[2].item() / n, "spikes_to_decision": sums[3].item() / n,
            "hidden_spikes_per_sample": sums[4].item() / n,
            "output_spikes_per_sample": sums[5].item() / n, "n": int(n), "decision": decision}
@@ -350,7 +351,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
         if st["finished"]:
             return st["result"]
     if lead:
-        log.truncate(st["metrics_bytes"])  # drop lines (or a torn line) written after the checkpoint
+        log.truncate(st["metrics_bytes"])  # drop lines (or a torn line) written after the ckpt
     t_start, wall0 = time.time(), st["wall"]
 
     def save():

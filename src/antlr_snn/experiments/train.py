@@ -13,7 +13,6 @@ import argparse
 import datetime
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, fields
 
@@ -100,7 +99,8 @@ def resolve_config(args, saved: dict | None) -> TrainConfig:
     _check(math.isfinite(cfg.lr) and 0 < cfg.lr <= 10, f"--lr must be in (0, 10], got {cfg.lr}")
     _check(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0,
            f"--grad-clip must be >= 0 (0 disables), got {cfg.grad_clip}")
-    _check(cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}")
+    _check(0 <= cfg.seed and cfg.seed + cfg.trials <= 2 ** 32,
+           f"--seed must be in [0, 2**32 - trials], got {cfg.seed}")
     _check(cfg.num_steps <= 100000, f"--num-steps must be <= 100000, got {cfg.num_steps}")
     if dataset not in EVENT_DATASETS:
         _check(cfg.num_steps >= cfg.t_max, f"--num-steps must be >= {cfg.t_max} for the latency "
@@ -180,8 +180,8 @@ def run(args) -> int:
         if cfg.trials > 1:
             best = max(results, key=lambda r: (r["val_accuracy"], -r["trial"]))
             if best["trial"] % world == rank:  # the rank that holds the best trial's files
-                src = os.path.join(out, f"trial-{best['trial']}", "best.pt")
-                common.atomic_write_bytes(os.path.join(out, "best.pt"), open(src, "rb").read())
+                with open(os.path.join(out, f"trial-{best['trial']}", "best.pt"), "rb") as fh:
+                    common.atomic_write_bytes(os.path.join(out, "best.pt"), fh.read())
         if rank == 0:
             write_results(out, cfg, results, world, time.time() - t0)
     finally:
@@ -203,7 +203,8 @@ def plot_curves(records: list, path: str, title: str = "") -> None:
         axes[1].plot(ep, [r["train_accuracy"] for r in rs], "o-", label=f"{tag}train")
         axes[1].plot(ep, [r["val_accuracy"] for r in rs], "s--", label=f"{tag}validation")
         axes[2].plot(ep, [r["val_spikes_per_sample"] for r in rs], "o-", label=f"{tag}total")
-        axes[2].plot(ep, [r["val_spikes_to_decision"] for r in rs], "s--", label=f"{tag}to decision")
+        axes[2].plot(ep, [r["val_spikes_to_decision"] for r in rs], "s--",
+                     label=f"{tag}to decision")
     for ax, name in zip(axes, ("training loss", "accuracy", "validation spikes / sample")):
         ax.set_xlabel("epoch")
         ax.set_title(name)
@@ -216,7 +217,8 @@ def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: f
     summary = {k: common.mean_std([r[f"test_{k}"] for r in results])
                for k in ("accuracy", "spikes_per_sample", "spikes_to_decision",
                          "accuracy_earliest_spike", "accuracy_most_spikes")}
-    res = {"method": cfg.method, "dataset": cfg.dataset, "decision": PRESETS[cfg.method]["decision"],
+    res = {"method": cfg.method, "dataset": cfg.dataset,
+           "decision": PRESETS[cfg.method]["decision"],
            "test_accuracy": summary["accuracy"],
            "spikes_per_sample": summary["spikes_per_sample"],
            "spikes_to_decision": summary["spikes_to_decision"],
@@ -233,5 +235,6 @@ def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: f
             plot_curves(recs, os.path.join(out, "curves.png"), f"{cfg.method} on {cfg.dataset}")
     acc, sp = summary["accuracy"], summary["spikes_per_sample"]
     print(f"test accuracy {acc['mean']:.4f} +- {acc['std']:.4f} ({len(results)} trial(s)), "
-          f"spikes/sample {sp['mean']:.1f} (to decision {summary['spikes_to_decision']['mean']:.1f});"
+          f"spikes/sample {sp['mean']:.1f} (to decision "
+          f"{summary['spikes_to_decision']['mean']:.1f});"
           f" results in {os.path.join(out, 'results.json')}", flush=True)
