@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the numbers in docs/experiments-spike-train.md (random spike-train matching, Fig. 6,
-# and the estimated loss landscapes, Fig. 5). Measured on 2 CPU cores (no GPU): about 15 min.
+# and the estimated loss landscapes, Fig. 5). Measured on 2 CPU cores (no GPU): about 10 min.
 # Usage: scripts/reproduce_spike_train.sh [OUT]   (default OUT=runs/reproduce-spike-train)
 set -euo pipefail
 OUT=${1:-runs/reproduce-spike-train}
