@@ -88,20 +88,25 @@ class Runtime:
 # ----------------------------------------------------------------------------- data
 
 class Split:
-    """One split as batches of ``(spikes [T, B, F] float, labels [B])`` for given indices."""
+    """One split as batches of ``(spikes [T, B, F] float, labels [B])`` for given indices.
+
+    ``limit`` keeps an evenly spaced subset of that many samples (some sets, as N-MNIST's
+    folders, are ordered by class, so the first N would not do).
+    """
 
     def __init__(self, data, cfg: TrainConfig, limit: Optional[int], device: str):
         self.static = isinstance(data, tuple)
         self.num_steps, self.t_max, self.device = cfg.num_steps, cfg.t_max, device
+        total = len(data[1]) if self.static else len(data)
+        keep = None if limit is None or limit >= total else torch.arange(limit) * total // limit
         if self.static:
-            images, labels = data
-            self.images, self.labels = images[:limit].to(device), labels[:limit].to(device)
-            self.n, self.features = len(self.labels), self.images.shape[1]
+            images, labels = data if keep is None else (data[0][keep], data[1][keep])
+            self.images, self.labels = images.to(device), labels.to(device)
+            self.features = self.images.shape[1]
         else:
-            n = len(data) if limit is None else min(limit, len(data))
-            self.data = data if n == len(data) else torch.utils.data.Subset(data, range(n))
-            self.n = n
-            self.features = int(self.data[0][0].shape[-1]) if n else 0
+            self.data = data if keep is None else torch.utils.data.Subset(data, keep.tolist())
+            self.features = int(self.data[0][0].shape[-1]) if len(self.data) else 0
+        self.n = total if keep is None else limit
 
     def __len__(self) -> int:
         return self.n

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       "checkpoint was trained on)")
     a("--data-dir", default=None, help="data folder (default: the training run's, if any)")
     a("--num-steps", type=int, default=None, help="time steps T (default: the training run's)")
-    a("--max-eval", type=int, default=None, help="score only the first N test samples")
+    a("--max-eval", type=int, default=None, help="score only N test samples (evenly spaced)")
     a("--device", choices=("cpu", "cuda"), default="cpu")
 
 

@@ -52,8 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
     a("--seed", type=int, default=None, help="seed of the first trial [0]")
     a("--grad-clip", type=float, default=None, help="elementwise gradient clip, 0 = off [1.0]")
-    a("--max-train", type=int, default=None, help="use only the first N training samples")
-    a("--max-eval", type=int, default=None, help="use only the first N val/test samples")
+    a("--max-train", type=int, default=None, help="use N training samples (evenly spaced)")
+    a("--max-eval", type=int, default=None, help="use N val/test samples (evenly spaced)")
     a("--out", default=None, help="output folder [runs/train-<date>-<time>]")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--checkpoint-every", type=int, default=100, help="also checkpoint every N steps; 0: only at "
