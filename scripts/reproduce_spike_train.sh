@@ -16,7 +16,7 @@ log "spike-train: 1 and 3 target spikes"
 $CMD spike-train --trials 16 --iterations 5000 --target-spikes 1 --quiet --out "$OUT/st-5out-1spike" &
 $CMD spike-train --trials 16 --iterations 5000 --target-spikes 3 --quiet --out "$OUT/st-5out-3spike" &
 wait
-# the library's loss (backward-difference kappa*) instead of the default continuous-time dL/dt;
+# Table 1's literal backward-difference kappa* instead of the default continuous-time dL/dt;
 # the activation method does not use dL/dt, so its numbers are those of the first run
 log "spike-train: backward-difference kappa*; and the Sec. 3.4 network 10-50-50-1"
 $CMD spike-train --trials 16 --iterations 5000 --kappa-derivative backward --methods antlr,timing \

@@ -34,7 +34,7 @@ def test_spike_train_loss_gradients_match_table1(tau):
     out = leaf_output(T=15, B=2, N=3, seed=1)
     g = torch.Generator().manual_seed(9)
     target = torch.bernoulli(torch.full((15, 2, 3), 0.2, dtype=torch.float64), generator=g)
-    loss = losses.spike_train_loss(out, target, tau=tau)
+    loss = losses.spike_train_loss(out, target, tau=tau, kappa_derivative="backward")
     loss.backward()
     T, B = 15, 2
     S = out.spikes.detach().numpy()
@@ -53,6 +53,43 @@ def test_spike_train_loss_gradients_match_table1(tau):
                 if S[t, b, o] == 1:  # dL/dt at each output spike
                     assert out.shift.grad[t, b, o].item() == pytest.approx(gT, rel=1e-10, abs=1e-12)
     assert loss.item() == pytest.approx(L, rel=1e-12)
+
+
+def test_spike_train_loss_continuous_timing_gradient():
+    """Default dL/dt: exact derivative of the continuous van Rossum distance."""
+    T, tau = 40, 5.0
+    S = torch.zeros(T, 3, 2, dtype=torch.float64)
+    tgt = torch.zeros_like(S)
+    S[10, 0, 0] = 1; tgt[20, 0, 0] = 1      # 10 steps early
+    S[30, 1, 0] = 1; tgt[20, 1, 0] = 1      # 10 steps late
+    S[15, 2, 1] = 1                          # isolated spike, no target
+    S[5, 0, 1] = S[8, 0, 1] = 1; tgt[6, 0, 1] = 1  # two spikes around one target
+    S.requires_grad_()
+    d = torch.zeros_like(S, requires_grad=True)
+    out = SpikeOutput(S, d, torch.zeros_like(S))
+    loss = losses.spike_train_loss(out, tgt, tau=tau)
+    loss.backward()
+    B = 3
+    e = lambda dt: math.exp(-abs(dt) / tau)
+    assert d.grad[10, 0, 0].item() == pytest.approx(-e(10) / B)   # move later
+    assert d.grad[30, 1, 0].item() == pytest.approx(+e(10) / B)   # move earlier
+    assert d.grad[15, 2, 1].item() == pytest.approx(0.0, abs=1e-15)
+    # spike at 5: pushed away from the spike at 8 (earlier) and pulled to the target at 6 (later)
+    assert d.grad[5, 0, 1].item() == pytest.approx((-(-1) * e(3) - (-1) * (-1) * e(1)) / B)
+    assert d.grad[8, 0, 1].item() == pytest.approx((-(+1) * e(3) - (-1) * (+1) * e(2)) / B)
+    # the value and dL/dS do not depend on the choice of derivative
+    out2 = leaf_like(S.detach())
+    loss2 = losses.spike_train_loss(out2, tgt, tau=tau, kappa_derivative="central")
+    loss2.backward()
+    assert loss2.item() == pytest.approx(loss.item(), rel=1e-12)
+    torch.testing.assert_close(out2.spikes.grad, S.grad)
+    per = losses.spike_train_loss(leaf_like(S.detach()), tgt, tau=tau, reduction="none")
+    assert per.shape == (3,) and per.mean().item() == pytest.approx(loss.item())
+
+
+def leaf_like(S):
+    S = S.clone().requires_grad_()
+    return SpikeOutput(S, torch.zeros_like(S, requires_grad=True), torch.zeros_like(S))
 
 
 def test_latency_loss_gradients_match_table1():
@@ -127,6 +164,9 @@ def test_losses_reject_bad_targets():
         losses.count_loss(out, torch.full((3, 4), math.nan, dtype=torch.float64))
     with pytest.raises(ValueError, match="tau"):
         losses.spike_train_loss(out, torch.zeros(out.spikes.shape, dtype=torch.float64), tau=0.0)
+    with pytest.raises(ValueError, match="kappa_derivative"):
+        losses.spike_train_loss(out, torch.zeros(out.spikes.shape, dtype=torch.float64),
+                                kappa_derivative="forward")
 
 
 def test_sec34_antlr_trains_to_zero_spike_train_loss():

@@ -31,14 +31,15 @@ def _out(S, requires_grad=True):
     return SpikeOutput(S, d, torch.zeros_like(S))
 
 
-def test_backward_kappa_is_exactly_the_library_loss():
+@pytest.mark.parametrize("kd", ["backward", "continuous"])
+def test_per_trial_loss_is_the_library_loss(kd):
     g = torch.Generator().manual_seed(0)
     T, R, B, N = 40, 3, 2, 4
     S = torch.bernoulli(torch.full((T, R, B, N), 0.1), generator=g).requires_grad_()
     tgt = torch.bernoulli(torch.full((T, R, B, N), 0.1), generator=g)
     o1, o2 = _out(S), _out(S)
-    mine = st.spike_train_loss_per_trial(o1, tgt, 5.0, "backward")
-    ref = losses.spike_train_loss(o2, tgt, 5.0)
+    mine = st.spike_train_loss_per_trial(o1, tgt, 5.0, kd)
+    ref = losses.spike_train_loss(o2, tgt, 5.0, kappa_derivative=kd)
     assert mine.shape == (R,)
     torch.testing.assert_close(mine.sum(), ref * R)
     gs1, gd1 = torch.autograd.grad(mine.sum(), (S, o1.shift))
@@ -75,7 +76,7 @@ def test_continuous_timing_gradient_is_the_van_rossum_derivative(t_out, t_tar):
     delta = t_out - t_tar
     expected = math.copysign(1.0, delta) * math.exp(-abs(delta) / tau)
     assert o.shift.grad[t_out].item() == pytest.approx(expected, rel=1e-5)
-    # the library's backward difference pulls even a late spike later (the wrong sign)
+    # Table 1's literal backward difference pulls even a late spike later (the wrong sign)
     o2 = _out(S)
     st.spike_train_loss_per_trial(o2, tgt, tau, "backward").sum().backward()
     if delta > 0:

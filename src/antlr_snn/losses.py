@@ -15,10 +15,12 @@ Example:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike_loss",
-           "no_spike_penalty", "first_spike_times", "exponential_kernel", "filter_spikes"]
+           "no_spike_penalty", "first_spike_times", "exponential_kernel", "KAPPA_DERIVATIVES"]
 
 
 def _batch_shape(out) -> tuple:
@@ -43,10 +45,13 @@ def count_loss(out, target_counts: torch.Tensor) -> torch.Tensor:
     return (err.pow(2).sum(-1) / S.shape[0]).mean()
 
 
+KAPPA_DERIVATIVES = ("continuous", "backward", "central")
+
+
 def exponential_kernel(num_steps: int, tau: float, dtype=torch.float32, device=None):
     """``kappa[k] = exp(-k / tau)`` for k >= 0 and its backward difference ``kappa*``."""
-    if not (tau > 0):
-        raise ValueError(f"tau must be > 0, got {tau!r}")
+    if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
     k = torch.arange(num_steps, dtype=torch.float64)
     kappa = torch.exp(-k / tau)
     dkappa = kappa - torch.cat([kappa.new_zeros(1), kappa[:-1]])
@@ -61,31 +66,68 @@ def _causal_matrix(kern: torch.Tensor) -> torch.Tensor:
     return torch.where(diff >= 0, kern[diff.clamp_min(0)], kern.new_zeros(()))
 
 
-def filter_spikes(spikes: torch.Tensor, tau: float, shift: torch.Tensor = None) -> torch.Tensor:
-    """``(kappa * S)[tau]``; with ``shift`` also ``- (kappa* * (S d))``, the first-order effect of
-    moving each spike by ``d`` (its value is unchanged because ``d = 0``)."""
-    kappa, dkappa = exponential_kernel(spikes.shape[0], tau, spikes.dtype, spikes.device)
-    flat = spikes.reshape(spikes.shape[0], -1)
-    filt = _causal_matrix(kappa) @ flat
-    if shift is not None:
-        filt = filt - _causal_matrix(dkappa) @ (flat * shift.reshape(flat.shape))
-    return filt.reshape(spikes.shape)
+def _timing_matrix(T: int, tau: float, kind: str, dtype, device) -> torch.Tensor:
+    """``M`` with ``dL/dt[t] = -2 sum_s M[s, t] d[s]`` (discrete kinds) or, for ``"continuous"``,
+    ``dL/dt[t] = -sum_s M[t, s] (S - S_tar)[s]`` with ``M = sign(t - s) exp(-|t - s| / tau)``."""
+    idx = torch.arange(T, dtype=torch.float64)
+    diff = idx[:, None] - idx[None, :]
+    if kind == "continuous":
+        M = torch.sign(diff) * torch.exp(-diff.abs() / tau)
+    else:
+        k = torch.arange(T, dtype=torch.float64)
+        before = torch.where(k > 0, torch.exp(-(k - 1) / tau), torch.zeros(()))
+        after = torch.exp(-(k + 1) / tau)
+        kstar = torch.exp(-k / tau) - before if kind == "backward" else (after - before) / 2
+        M = _causal_matrix(kstar)
+    return M.to(dtype=dtype, device=device)
 
 
-def spike_train_loss(out, target_spikes: torch.Tensor, tau: float = 5.0) -> torch.Tensor:
+def spike_train_loss(out, target_spikes: torch.Tensor, tau: float = 5.0,
+                     kappa_derivative: str = "continuous", reduction: str = "mean") -> torch.Tensor:
     """Van Rossum spike-train loss ``sum_o sum_t d_o[t]^2`` with an exponential kernel (Table 1).
 
     ``d_o = kappa * S_o - kappa * S_o^tar``, ``kappa[k] = exp(-k / tau)`` (tau in steps).
-    Gradients: dL/dS_o[t] = 2 sum_tau kappa[tau - t] d_o[tau] and
-    dL/dt_o = -2 sum_tau kappa*[tau - t_o] d_o[tau] at each output spike t_o.
+    Activation gradient: dL/dS_o[t] = 2 sum_tau kappa[tau - t] d_o[tau].
+    Timing gradient at each output spike t_o, by ``kappa_derivative``:
+
+    * ``"backward"``: Table 1 literally, ``-2 sum_tau kappa*[tau - t_o] d_o[tau]`` with
+      ``kappa*[k] = kappa[k] - kappa[k-1]``; ``"central"``: ``(kappa[k+1] - kappa[k-1]) / 2``.
+      Both put the kernel's jump at k = 0 into ``kappa*[0]``, which pulls every spike later,
+      even a spike that is already late (at tau = 5 an isolated spike gets dL/dt = -1.1).
+    * ``"continuous"`` (default): the exact derivative of the continuous-time van Rossum
+      distance with the same kernel, ``-sum_b s_b sign(t_o - t_b) exp(-|t_o - t_b| / tau)`` over
+      the other output spikes (``s_b = +1``) and the target spikes (``s_b = -1``). An isolated
+      spike gets 0, a late spike is pulled earlier, an early one later.
+
+    ``reduction="none"`` returns the loss per sample, ``[*batch]``.
     """
     S = out.spikes
     _check_target(target_spikes, S.shape, "target_spikes")
+    if kappa_derivative not in KAPPA_DERIVATIVES:
+        raise ValueError(f"kappa_derivative must be one of {', '.join(KAPPA_DERIVATIVES)}, "
+                         f"got {kappa_derivative!r}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     target = target_spikes.to(S.dtype)
     if ((target != 0) & (target != 1)).any():
         raise ValueError("target_spikes must be binary (0 or 1)")
-    diff = filter_spikes(S, tau, out.shift) - filter_spikes(target, tau)
-    return diff.pow(2).sum(dim=(0, -1)).mean()
+    T = S.shape[0]
+    kappa, _ = exponential_kernel(T, tau, S.dtype, S.device)
+    K = _causal_matrix(kappa)
+    flat, tar = S.reshape(T, -1), target.reshape(T, -1)
+    shift = out.shift.reshape(flat.shape)
+    M = _timing_matrix(T, tau, kappa_derivative, S.dtype, S.device)
+    if kappa_derivative == "continuous":
+        d = K @ (flat - tar)
+        # zero-valued term whose gradient in the shift is dL/dt at each output spike
+        dldt = -(M @ (flat - tar)).detach()
+        per = d.pow(2).sum(0) + (dldt * flat * shift).sum(0)
+    else:
+        # first-order effect of moving each spike by d: - (kappa* conv (S d)), zero in value
+        d = K @ (flat - tar) - M @ (flat * shift)
+        per = d.pow(2).sum(0)
+    per = per.reshape(S.shape[1:]).sum(-1)
+    return per.mean() if reduction == "mean" else per
 
 
 def first_spike_times(out) -> tuple:

@@ -33,7 +33,7 @@ from antlr_snn.experiments import common
 from antlr_snn.methods import METHODS
 
 DEFAULT_METHODS = ("antlr", "activation", "timing")
-KAPPA_DERIVATIVES = ("continuous", "central", "backward")
+KAPPA_DERIVATIVES = losses.KAPPA_DERIVATIVES
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -174,77 +174,14 @@ def build_network(cfg: TaskConfig, method: str, init: List[tuple]) -> SpikingNet
 
 # ----------------------------------------------------------------------------- the loss
 
-_KERNEL_CACHE: dict = {}
-
-
-def _filter_matrices(num_steps: int, tau: float, derivative: str, dtype) -> tuple:
-    """``K[t, s] = kappa[t - s]`` (causal) and the matrix that turns the error into dL/dt.
-
-    For ``"backward"``/``"central"`` the second matrix is the causal matrix of the discrete
-    derivative ``kappa*``; for ``"continuous"`` it is ``sign(t - s) exp(-|t - s| / tau)``.
-    """
-    key = (num_steps, float(tau), derivative, dtype)
-    if key not in _KERNEL_CACHE:
-        k = torch.arange(num_steps, dtype=torch.float64)
-        kappa = torch.exp(-k / tau)
-        idx = torch.arange(num_steps)
-        diff = idx[:, None] - idx[None, :]
-        causal = lambda kern: torch.where(diff >= 0, kern[diff.clamp_min(0)], kern.new_zeros(()))
-        if derivative == "continuous":
-            second = torch.sign(diff.double()) * torch.exp(-diff.abs().double() / tau)
-        else:
-            before = torch.cat([kappa.new_zeros(1), kappa[:-1]])    # kappa[k-1], 0 at k=0
-            if derivative == "backward":
-                dkappa = kappa - before
-            else:
-                dkappa = (torch.exp(-(k + 1) / tau) - before) / 2   # (kappa[k+1]-kappa[k-1])/2
-            second = causal(dkappa)
-        _KERNEL_CACHE[key] = (causal(kappa).to(dtype), second.to(dtype))
-    return _KERNEL_CACHE[key]
-
-
 def spike_train_loss_per_trial(out, target: torch.Tensor, tau: float,
                                kappa_derivative: str = "continuous") -> torch.Tensor:
-    """Spike-train loss of Table 1 per replica, ``[R]`` (summed over steps and outputs, mean over
-    the batch). Its sum over replicas is ``R * losses.spike_train_loss``, so every replica's
-    gradient is that of its own loss. The value and dL/dS (Table 1) do not depend on
-    ``kappa_derivative``; it only chooses the timing gradient dL/dt at each output spike:
+    """:func:`antlr_snn.losses.spike_train_loss` per replica, ``[R]`` (mean over the batch).
 
-    * ``"backward"``: Table 1 with ``kappa*[k] = kappa[k] - kappa[k-1]``, exactly
-      :func:`antlr_snn.losses.spike_train_loss`;
-    * ``"central"``: Table 1 with ``kappa*[k] = (kappa[k+1] - kappa[k-1]) / 2``;
-    * ``"continuous"``: the exact derivative of the continuous-time van Rossum distance with the
-      same exponential kernel, ``dL/dt_a = -sum_b s_b sign(t_a - t_b) exp(-|t_a - t_b| / tau)``
-      over the other output spikes (``s_b = +1``) and the target spikes (``s_b = -1``).
-
-    The discrete forms put the whole jump of ``kappa`` at ``k = 0`` into ``kappa*[0]``, so an
-    isolated output spike gets a spurious pull (backward: ``dL/dt = -1.1`` at tau = 5, i.e. always
-    "move later"), and a spike later than its target gets no or the wrong-sign gradient
-    (docs/experiments-spike-train.md has the numbers).
+    Its sum over replicas is ``R * losses.spike_train_loss``, so every replica's gradient is
+    that of its own loss. ``kappa_derivative`` only chooses the timing gradient (see there).
     """
-    S = out.spikes
-    if tuple(target.shape) != tuple(S.shape):
-        raise ValueError(f"target must have shape {tuple(S.shape)}, got {tuple(target.shape)}")
-    if kappa_derivative not in KAPPA_DERIVATIVES:
-        raise ValueError(f"kappa_derivative must be one of {KAPPA_DERIVATIVES}, "
-                         f"got {kappa_derivative!r}")
-    T = S.shape[0]
-    K, M = _filter_matrices(T, tau, kappa_derivative, S.dtype)
-    flat = S.reshape(T, -1)
-    shift = out.shift.reshape(flat.shape)
-    tar = target.to(S.dtype).reshape(T, -1)
-    if kappa_derivative == "continuous":
-        d = K @ flat - K @ tar
-        # zero-valued term whose gradient in the shift is dL/dt at every output spike
-        dldt = -(M @ (flat - tar)).detach()
-        timing = (dldt * flat * shift).sum(0)
-    else:
-        d = K @ flat - M @ (flat * shift) - K @ tar
-        timing = None
-    per = d.pow(2).sum(0)
-    if timing is not None:
-        per = per + timing
-    per = per.reshape(S.shape[1:]).sum(-1)                            # [R, B] (or [B])
+    per = losses.spike_train_loss(out, target, tau, kappa_derivative, reduction="none")
     return per.mean(-1) if per.dim() > 1 else per.mean().reshape(1)
 
 
@@ -456,7 +393,7 @@ def add_task_arguments(p: argparse.ArgumentParser, outputs_default: int = 5) -> 
     a("--kappa-derivative", choices=KAPPA_DERIVATIVES, default="continuous",
       help="how the loss gives dL/dt at output spikes: continuous = exact derivative of the "
            "continuous-time van Rossum distance; central/backward = Table 1 with a central or "
-           "backward difference for the kernel derivative kappa* (backward = "
+           "backward difference for the kernel derivative kappa* (see "
            "antlr_snn.losses.spike_train_loss). Loss value and dL/dS are the same")
     a("--init-scale", type=float, default=3.0,
       help="initial weights = nn.Linear init (uniform +-1/sqrt(fan_in)) times this (not in the paper)")
