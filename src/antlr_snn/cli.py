@@ -26,7 +26,9 @@ class UserError(Exception):
     """An error caused by the user's input; shown as one line without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only=None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand's module is imported (a broken or slow
+    experiment module then cannot affect the others)."""
     parser = argparse.ArgumentParser(
         prog="antlr-snn",
         description="Train spiking networks with few spikes (ANTLR, NeurIPS 2020). "
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if only is None or name == only:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
@@ -43,7 +46,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train"] + argv
-    parser = build_parser()
+    parser = build_parser(only=argv[0] if argv and argv[0] in SUBCOMMANDS else "")
     args = parser.parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
