@@ -302,12 +302,14 @@ def project(s: torch.Tensor, weight: torch.Tensor, events: Optional[Events] = No
     row per spike; otherwise it is the dense product. No autograd graph is built by the
     sparse path, so pass ``events`` only where gradients are handled by hand.
     """
-    if not (_events_match(events, s) and _fast(s, weight)):
+    rpr = _replica_layout(tuple(s.shape), weight) if s.dim() >= 2 else None
+    if not (_events_match(events, s) and _fast(s, weight) and rpr is not None
+            and s.shape[-1] == weight.shape[-1]):
         return reference_project(s, weight)
     nk = _numba()
     n_out = weight.shape[-2]
     out = torch.empty(*s.shape[:-1], n_out, dtype=s.dtype)
-    nk.project_csr(events.rowptr, events.idx, events.val, _wt(weight), events.rows_per_rep,
+    nk.project_csr(events.rowptr, events.idx, events.val, _wt(weight), rpr,
                    out.numpy().reshape(-1, n_out))
     calls["project"] += 1
     return out
@@ -560,13 +562,14 @@ class _BPTTFunction(torch.autograd.Function):
         need_s, need_w, need_b = ctx.needs_input_grad[:3]
         gs_in = gw = gb = None
         if need_w:
-            gw = weight_grad(GI, s_in, events=ctx.events).mul_(p.beta_i)
+            gw = weight_grad(GI, s_in, events=ctx.events)
+            gw = gw if p.beta_i == 1.0 else gw.mul_(p.beta_i)
         if need_b:
             bshape = (weight.shape[0],) if weight.dim() == 2 else (weight.shape[0], 1, weight.shape[1])
             gb = p.beta_bias * gvsum.sum_to_size(bshape).reshape(weight.shape[:-1])
         if need_s:
             narrow = input_grads(GI, None, weight, s_in, p, True, False)
-            gs_in = narrow[0] if narrow is not None else (GI @ weight).mul_(p.beta_i)
+            gs_in = narrow[0] if narrow is not None else (GI @ weight).mul_(p.beta_i)  # dense
         return gs_in, gw, gb, None, None
 
 

@@ -59,6 +59,11 @@ def _bias_view(bias: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return bias.reshape(_bias_shape(weight))
 
 
+def _scale_(t: torch.Tensor, c: float) -> torch.Tensor:
+    """``t * c`` in place; skipped for ``c == 1`` (x * 1 == x exactly)."""
+    return t if c == 1.0 else t.mul_(c)
+
+
 class LIFFunction(torch.autograd.Function):
     """One LIF layer with the combined activation/timing backward pass.
 
@@ -99,7 +104,7 @@ class LIFFunction(torch.autograd.Function):
                 A_diff = A - nxt
         grad_s_in = grad_d_in = grad_w = grad_b = None
         if need_w:
-            grad_w = kernels.weight_grad(A, s_in, events=ctx.events).mul_(p.beta_i)
+            grad_w = _scale_(kernels.weight_grad(A, s_in, events=ctx.events), p.beta_i)
         if need_b:
             grad_b = p.beta_bias * U_sum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
         narrow = kernels.input_grads(A, A_diff if want_d else None, weight, s_in, p, need_s,
@@ -108,7 +113,7 @@ class LIFFunction(torch.autograd.Function):
             grad_s_in, grad_d_in = narrow
         if need_s and narrow is None:
             # activation channel: dL/dS_i[t] = beta_i sum_j w_ij A_j[t]  (Eq. 6 as a recursion)
-            grad_s_in = (A @ weight).mul_(p.beta_i)
+            grad_s_in = _scale_(A @ weight, p.beta_i)
         if want_d and narrow is None:
             # timing channel: dL/dt_i[t] = -beta_i sum_j w_ij (A_j[t] - (1 - S_j[t]) A_j[t+1])
             grad_d_in = (A_diff @ weight).mul_(-p.beta_i).mul_(s_in)
