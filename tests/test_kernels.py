@@ -165,6 +165,7 @@ def test_kernel_functions_directly(device):
     assert (ev is None) == (device != "cpu")
     x = kernels.project(s, w, events=ev)
     assert rel(x, kernels.reference_project(s, w)) <= TOL
+    assert torch.equal(kernels.zeros_like(x), torch.zeros_like(x))
     a = torch.randn(9, 2, 3, 7, generator=g, dtype=F64).to(device)
     assert rel(kernels.weight_grad(a, s, events=ev), kernels.reference_weight_grad(a, s)) <= TOL
     bias = torch.randn(7, generator=g, dtype=F64).to(device)

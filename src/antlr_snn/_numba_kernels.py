@@ -406,3 +406,10 @@ def surrogate_arg(v, c, out, i0, i1):
     os_ = out[i0:i1]
     for i in range(vs.size):  # zero-based: no negative-index wraparound, so it vectorises
         os_[i] = negw * abs(vs[i] - th)
+
+
+@njit(cache=True, nogil=True)
+def fill_zero(out):
+    """``out[:] = 0`` on a flat array, on the calling thread only."""
+    for i in range(out.size):
+        out[i] = 0

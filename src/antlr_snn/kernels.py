@@ -53,7 +53,7 @@ from antlr_snn.neuron import adjoint_recurrence as reference_adjoint_recurrence
 from antlr_snn.neuron import lif_recurrence as reference_lif_recurrence
 
 __all__ = ["project", "weight_grad", "lif_recurrence", "lif_layer", "adjoint_recurrence",
-           "lif_backward", "events", "input_grads", "binary_check", "bptt", "Events",
+           "lif_backward", "events", "input_grads", "binary_check", "zeros_like", "bptt", "Events",
            "reference_project", "reference_weight_grad", "reference_lif_recurrence",
            "reference_adjoint_recurrence", "get_backend", "set_backend", "use_backend",
            "fast_available", "BACKENDS", "SPARSE_MAX_DENSITY", "NARROW_LAYER",
@@ -504,6 +504,17 @@ def input_grads(A: torch.Tensor, A_diff: Optional[torch.Tensor], weight: torch.T
               bool(want_s), bool(want_d), flat(gs, K), flat(gd, K))
     calls["input_grads"] += 1
     return gs, gd
+
+
+def zeros_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.zeros_like(t)`` (contiguous); on the fast path filled by one compiled loop on
+    the calling thread, which avoids a multi-threaded fill (a wait on a busy machine)."""
+    if not _fast(t):
+        return torch.zeros_like(t, memory_format=torch.contiguous_format)
+    out = torch.empty(t.shape, dtype=t.dtype)
+    if out.numel():
+        _numba().fill_zero(out.numpy().reshape(-1))
+    return out
 
 
 def binary_check(x: torch.Tensor) -> Optional[str]:

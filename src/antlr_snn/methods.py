@@ -79,7 +79,7 @@ class LIFFunction(torch.autograd.Function):
         ctx.p, ctx.cfg, ctx.events = p, cfg, ev
         ctx.set_materialize_grads(False)  # unused outputs (often V) arrive as None, not zeros
         ctx.has_d_in = d_in is not None
-        return S, torch.zeros_like(S), V
+        return S, kernels.zeros_like(S), V
 
     @staticmethod
     def backward(ctx, grad_s, grad_d, grad_v):
