@@ -730,9 +730,12 @@ def write_report(res, path):
         f"Norse {m['versions']['norse']}. GPU: {m['gpu']}"
         + (" (no GPU was available this session: CUDA numbers and SpikingJelly's CuPy/Triton "
            "backends are not measured)." if m["gpu"] == "none" else ".") + f" Date: {m['date']}.",
-        f"Load average during the timed rounds: {res['load'][0][0]:.1f} -> {res['load'][1][0]:.1f} "
-        "(other jobs shared this machine; all systems alternate step by step, so ratios are "
-        "fairer than absolute times).",
+        f"Load average (1 min) before and after the timed rounds: {res['load'][0][0]:.1f} -> "
+        f"{res['load'][1][0]:.1f}. Other sessions' jobs share this 2-core machine at times; all "
+        "systems alternate step by step, so a load change hits them alike, but with 2 torch "
+        "threads a busy machine makes every multi-threaded op wait for a descheduled partner "
+        "thread, which inflates all times several-fold (runs at load ~5 gave 150-300 ms per "
+        "step for every system).",
         "",
         "Produced by `python benchmarks/step_vs_peers.py` (peers: `pip install -e .[bench]`).",
         "",
@@ -800,14 +803,13 @@ def write_report(res, path):
                   "Peak working memory of a training step (MB):", "",
                   scaling_table({c: {"train": {n: v["memory"][n]["step"] / 1e3 for n in names}}
                                  for c, v in sc.items()}, names), ""]
-        Ts = np.array([100.0, 300.0, 1000.0])
-        for n in ("antlr", *PEERS):
-            tt = np.array([sc[c]["train"][n] for c in ("mnist", "mnist_T300", "mnist_T1000")])
-            slope, icpt = np.polyfit(Ts, 1e3 * tt, 1)
-            resid = np.max(np.abs(np.polyval([slope, icpt], Ts) - 1e3 * tt) / (1e3 * tt))
-            lines += [f"- {LABELS[n]}: {slope:.3f} ms per time step + {icpt:.1f} ms fixed "
-                      f"(straight-line fit over T = 100, 300, 1000; largest deviation "
-                      f"{100 * resid:.0f}%)."]
+        lines += ["Training step time per time step (ms) at T = 100, 300, 1000 (linear in T means "
+                  "a constant row):", "", "| system | T = 100 | T = 300 | T = 1000 |",
+                  "|---|---:|---:|---:|"]
+        for n in ("antlr", "bptt", *PEERS):
+            per = [1e3 * sc[c]["train"][n] / T for c, T in
+                   (("mnist", 100), ("mnist_T300", 300), ("mnist_T1000", 1000))]
+            lines += [f"| {LABELS[n]} | " + " | ".join(f"{v:.3f}" for v in per) + " |"]
         lines += [""]
         nm = sc["nmnist"]
         fp = min(PEERS, key=lambda p: nm["train"][p])

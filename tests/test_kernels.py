@@ -236,3 +236,18 @@ def test_surrogate_bit_identical():
         for dtype in (torch.float32, F64):
             v = 2 * torch.randn(7, 3, 50, dtype=dtype, generator=torch.Generator().manual_seed(0))
             assert torch.equal(kernels._surrogate(v, p), surrogate(v, p))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["antlr", "bptt"])
+def test_inference_without_grad(device, method):
+    net = build([20, 15, 5], method, device)
+    x = latency_like(30, (2,), 20, density=0.05, device=device)
+    with torch.no_grad():
+        with kernels.use_backend("reference"):
+            ref = net(x)
+        fast = net(x)
+    for lr, lf in zip(ref.layers, fast.layers):
+        assert torch.equal(lr.spikes, lf.spikes) and rel(lf.voltage, lr.voltage) <= TOL
+        assert not lf.spikes.requires_grad
+    assert ref.layers[0].spikes.sum() > 0

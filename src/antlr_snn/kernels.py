@@ -596,4 +596,7 @@ def bptt(s_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, p: LIFPar
                              else (weight.shape[0], 1, weight.shape[1]))
     if _bias_rows(bias_view, tuple(s_in.shape[:-1]) + (weight.shape[-2],)) is None:
         return None
+    if not (torch.is_grad_enabled()
+            and any(t.requires_grad for t in (s_in, weight, bias))):  # inference: no I, no graph
+        return lif_layer(s_in, weight, bias_view, p, single_spike, events(s_in, weight))
     return _BPTTFunction.apply(s_in, weight, bias, p, bool(single_spike))
