@@ -31,20 +31,23 @@ def scan_events(s, max_nnz, rowptr, idx, val):
     rows, K = s.shape
     nnz = 0
     rowptr[0] = 0
+    B = 64
     for m in range(rows):
         sm = s[m]
-        cnt = 0
-        for k in range(K):  # vectorised (integer) test: is the row all zeros? most are
-            cnt += sm[k] != 0
-        if cnt != 0:
-            for k in range(K):
-                x = sm[k]
-                if x != 0:
-                    if nnz >= max_nnz:
-                        return -1
-                    idx[nnz] = k
-                    val[nnz] = x
-                    nnz += 1
+        for k0 in range(0, K, B):
+            blk = sm[k0:min(k0 + B, K)]
+            cnt = 0
+            for k in range(blk.size):  # vectorised (integer) test: is the block all zeros?
+                cnt += blk[k] != 0
+            if cnt != 0:
+                for k in range(blk.size):
+                    x = blk[k]
+                    if x != 0:
+                        if nnz >= max_nnz:
+                            return -1
+                        idx[nnz] = k0 + k
+                        val[nnz] = x
+                        nnz += 1
         rowptr[m + 1] = nnz
     return nnz
 
