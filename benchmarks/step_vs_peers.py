@@ -748,8 +748,10 @@ def write_report(res, path):
         "",
         f"Fastest peer: {LABELS[fastest]}. ANTLR training step = **{ratio_t:.2f}x** its time "
         f"(target <= 0.25), inference = **{ratio_i:.2f}x** the fastest peer's inference "
-        f"(target <= 0.25); ANTLR's peak step memory {'is not above' if mem_ok else 'is ABOVE'} "
-        f"the fastest peer's.",
+        f"(target <= 0.25); ANTLR's peak step memory ({res['memory']['antlr']['step']:.1f} MB) "
+        f"{'is not above' if mem_ok else 'is ABOVE'} the fastest peer's "
+        f"({res['memory'][fastest]['step']:.1f} MB); the lowest of all peers is "
+        f"{min(res['memory'][q]['step'] for q in PEERS):.1f} MB.",
         "",
         f"What-if row \"one-pass input check\": the same ANTLR step with `layers.check_spikes`'s "
         f"value checks (`isnan(x).any()` and `((x != 0) & (x != 1)).any()`: six passes over "
@@ -853,8 +855,13 @@ def write_report(res, path):
               "input, T = 1, B = 1, a silent layer, replica weights [R, N, N_in] with inputs "
               "[T, R, B, N_in], input gradients.", ""]
     lines += ["## Notes", "",
-              "- Every system computes in float32 with torch's default thread count; the peers "
-              "run their input projection for all steps as one product (their fastest CPU form).",
+              "- Every system computes in float32; the main table uses torch's default thread "
+              "count, the sections marked so use one thread. The peers run their input "
+              "projection for all steps as one product (their fastest CPU form).",
+              "- Peers as installed by `pip install -e .[bench]`; SpikingJelly's CPU path is its "
+              "\"torch\" backend (a Python loop with a hand-written backward). On a machine with "
+              "a GPU the script adds CUDA rows (ANTLR on torch kernels, SpikingJelly's "
+              "CuPy/Triton backend); they were not run here.",
               "- ANTLR and timing use the latency loss (ANTLR plus the at-least-one-spike term, "
               "timing plus the no-spike penalty) as in the paper; activation, BPTT and the peers "
               "use the count loss with targets 1/0.",
