@@ -70,15 +70,10 @@ def project_csr(rowptr, idx, val, wt, rows_per_rep, out):
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_csr(rowptr, idx, val, a, rows_per_rep, g):
-    """``g[r, :, k] = sum over events (m, k) of val a[m]``: the weight gradient ``A^T S``.
-
-    ``g [R, N, K]`` is written directly in the weight's layout: events are bucketed by input
-    column, a block of 16 columns is accumulated in a small contiguous buffer and then written
-    transposed. Per entry the events are summed in increasing row order.
-    """
-    rows, N = a.shape
-    R, _, K = g.shape
+def bucket_events(rowptr, idx, val, rows_per_rep, R, K):
+    """The CSR events regrouped by (replica, input column): ``(start, erow, evals)`` with the
+    events of column ``c = r * K + k`` at ``start[c]:start[c + 1]``, in increasing row order."""
+    rows = rowptr.size - 1
     nnz = rowptr[rows]
     start = np.zeros(R * K + 1, dtype=np.int64)
     for m in range(rows):
@@ -97,30 +92,46 @@ def weight_grad_csr(rowptr, idx, val, a, rows_per_rep, g):
             erow[fill[c]] = m
             evals[fill[c]] = val[e]
             fill[c] += 1
+    return start, erow, evals
+
+
+@njit(cache=True, nogil=True)
+def weight_grad_blocks(start, erow, evals, a, g, b0, b1):
+    """``g[r, :, k] = sum over events (m, k) of val a[m]`` (the weight gradient ``A^T S``) for
+    the column blocks ``b0 <= b < b1`` of 16 columns (numbered over all replicas).
+
+    ``g [R, N, K]`` is written directly in the weight's layout: a block's columns are summed
+    in a small contiguous buffer, then written transposed. Blocks are independent, so ranges
+    of them may run in parallel threads.
+    """
+    N = a.shape[1]
+    R, _, K = g.shape
     KB = 16
+    nb = (K + KB - 1) // KB
     buf = np.zeros((KB, N), dtype=g.dtype)
-    for r in range(R):
+    for b in range(b0, min(b1, R * nb)):
+        r = b // nb
+        k0 = (b % nb) * KB
+        k1 = min(k0 + KB, K)
         gr = g[r]
-        for k0 in range(0, K, KB):
-            k1 = min(k0 + KB, K)
-            c0 = r * K + k0
-            if start[c0] == start[r * K + k1]:  # no spikes in these columns
-                for n in range(N):
-                    for k in range(k0, k1):
-                        gr[n, k] = 0
-                continue
-            for kk in range(k1 - k0):
-                b = buf[kk]
-                for n in range(N):
-                    b[n] = 0
-                for q in range(start[c0 + kk], start[c0 + kk + 1]):
-                    am = a[erow[q]]
-                    v = evals[q]
-                    for n in range(N):
-                        b[n] += v * am[n]
+        c0 = r * K + k0
+        if start[c0] == start[r * K + k1]:  # no spikes in these columns
             for n in range(N):
-                for kk in range(k1 - k0):
-                    gr[n, k0 + kk] = buf[kk, n]
+                for k in range(k0, k1):
+                    gr[n, k] = 0
+            continue
+        for kk in range(k1 - k0):
+            bk = buf[kk]
+            for n in range(N):
+                bk[n] = 0
+            for q in range(start[c0 + kk], start[c0 + kk + 1]):
+                am = a[erow[q]]
+                v = evals[q]
+                for n in range(N):
+                    bk[n] += v * am[n]
+        for n in range(N):
+            for kk in range(k1 - k0):
+                gr[n, k0 + kk] = buf[kk, n]
 
 
 @njit(cache=True, nogil=True)
@@ -412,7 +423,8 @@ def surrogate_arg(v, c, out, i0, i1):
 
 
 @njit(cache=True, nogil=True)
-def fill_zero(out):
-    """``out[:] = 0`` on a flat array, on the calling thread only."""
-    for i in range(out.size):
-        out[i] = 0
+def fill_zero(out, i0, i1):
+    """``out[i0:i1] = 0`` on a flat array."""
+    o = out[i0:i1]
+    for i in range(o.size):  # zero-based loop over a slice: vectorises
+        o[i] = 0

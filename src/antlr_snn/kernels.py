@@ -328,8 +328,10 @@ def weight_grad(a: torch.Tensor, s: torch.Tensor, events: Optional[Events] = Non
     R = s.shape[1] if replicas else 1
     rpr = max(1, s.shape[2]) if replicas else max(1, _rows(s))
     g = torch.empty(R, n_out, k, dtype=a.dtype)
-    nk.weight_grad_csr(events.rowptr, events.idx, events.val, _np(a).reshape(-1, n_out), rpr,
-                       g.numpy())
+    start, erow, evals = nk.bucket_events(events.rowptr, events.idx, events.val, rpr, R, k)
+    blocks = R * ((k + 15) // 16)
+    _run_rows(nk.weight_grad_blocks, blocks, g.numel(), start, erow, evals,
+              _np(a).reshape(-1, n_out), g.numpy())
     calls["weight_grad"] += 1
     return g if replicas else g[0]
 
@@ -513,7 +515,8 @@ def zeros_like(t: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(t, memory_format=torch.contiguous_format)
     out = torch.empty(t.shape, dtype=t.dtype)
     if out.numel():
-        _numba().fill_zero(out.numpy().reshape(-1))
+        flat = out.numpy().reshape(-1)
+        _numba().fill_zero(flat, 0, flat.size)
     return out
 
 
