@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from antlr_snn import kernels
 from antlr_snn.methods import METHODS, LIFFunction, bptt_forward, method_config
 from antlr_snn.neuron import LIFParameters
 
@@ -62,9 +63,10 @@ def check_spikes(x: torch.Tensor, in_features: int, replicas: Optional[int] = No
         raise ValueError("input spikes must be real, got a complex tensor")
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
-    if torch.isnan(x).any():
+    problem = kernels.binary_check(x)  # one compiled pass on CPU
+    if problem == "nan":
         raise ValueError("input spikes contain NaN")
-    if ((x != 0) & (x != 1)).any():
+    if problem == "nonbinary":
         raise ValueError("input spikes must be binary (0 or 1); found other values")
     return x
 
