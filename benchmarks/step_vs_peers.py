@@ -60,7 +60,6 @@ LABELS = {
     "antlr": "antlr-snn ANTLR", "activation": "antlr-snn activation",
     "timing": "antlr-snn timing", "bptt": "antlr-snn BPTT",
     "antlr_ref": "antlr-snn ANTLR, reference kernels",
-    "antlr_check1": "antlr-snn ANTLR, one-pass input check (proposed, see below)",
     "snntorch": "snnTorch Synaptic (BPTT)", "spikingjelly": "SpikingJelly LIFNode multi-step (torch)",
     "norse": "Norse LIFCell (BPTT)",
     "antlr_cuda": "antlr-snn ANTLR on CUDA (torch kernels)",
@@ -199,52 +198,6 @@ class Ours(System):
             return self._run(lambda: self.net(self.x)).spikes
 
 
-def _check_spikes_one_pass(x, in_features, replicas=None):
-    """``layers.check_spikes`` with its value checks (isnan, != 0, != 1: six tensor passes)
-    replaced by one compiled pass, :func:`antlr_snn.kernels.binary_check`; same errors."""
-    from antlr_snn import layers
-    layers._orig_check_spikes(x[:1], in_features, replicas)  # structure (rank, sizes, dtype)
-    if not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    bad = kernels.binary_check(x)
-    if bad == "nan":
-        raise ValueError("input spikes contain NaN")
-    if bad:
-        raise ValueError("input spikes must be binary (0 or 1); found other values")
-    return x
-
-
-class OursOnePassCheck(Ours):
-    """ANTLR as above, but with the proposed one-pass input check (a what-if row)."""
-
-    def __init__(self, cfg, x, labels, device="cpu"):
-        super().__init__(cfg, x, labels, "antlr", device=device)
-        self.name = "antlr_check1"
-
-    @contextlib.contextmanager
-    def _patched(self):
-        from antlr_snn import layers
-        if not hasattr(layers, "_orig_check_spikes"):
-            layers._orig_check_spikes = layers.check_spikes
-        layers.check_spikes = _check_spikes_one_pass
-        try:
-            yield
-        finally:
-            layers.check_spikes = layers._orig_check_spikes
-
-    def step(self):
-        with self._patched():
-            super().step()
-
-    def infer(self):
-        with self._patched():
-            return super().infer()
-
-    def forward(self):
-        with self._patched():
-            return super().forward()
-
-
 class SnnTorch(System):
     name = "snntorch"
 
@@ -364,8 +317,6 @@ def build(name, cfg, x, labels):
         return Ours(cfg, x, labels, name, device=device)
     if name == "antlr_ref":
         return Ours(cfg, x, labels, "antlr", reference=True, device=device)
-    if name == "antlr_check1":
-        return OursOnePassCheck(cfg, x, labels, device=device)
     cls = {"snntorch": SnnTorch, "spikingjelly": SpikingJelly, "norse": Norse}[name]
     return cls(cfg, x, labels, device=device)
 
@@ -649,7 +600,7 @@ def run(args):
     x, labels = make_batch(cfg)
     print(f"input: {tuple(x.shape)}, {x.sum().item() / BATCH:.0f} spikes per sample "
           f"({100 * x.mean().item():.2f}% of entries)", flush=True)
-    names = ["antlr", "activation", "timing", "bptt", "antlr_ref", "antlr_check1", *PEERS]
+    names = ["antlr", "activation", "timing", "bptt", "antlr_ref", *PEERS]
     if torch.cuda.is_available():  # GPU rows (not counted as peers for the CPU ratios)
         names += ["antlr_cuda", "spikingjelly_cuda"]
     systems = {n: build(n, cfg, x, labels) for n in names}
@@ -752,14 +703,6 @@ def write_report(res, path):
         f"{'is not above' if mem_ok else 'is ABOVE'} the fastest peer's "
         f"({res['memory'][fastest]['step']:.1f} MB); the lowest of all peers is "
         f"{min(res['memory'][q]['step'] for q in PEERS):.1f} MB.",
-        "",
-        f"What-if row \"one-pass input check\": the same ANTLR step with `layers.check_spikes`'s "
-        f"value checks (`isnan(x).any()` and `((x != 0) & (x != 1)).any()`: six passes over "
-        f"the [T, B, 784] input, each multi-threaded) replaced by one compiled pass, "
-        f"`kernels.binary_check(x)` (same errors); `layers.py` is outside this change, so the "
-        f"library does not do this yet. It would make the step "
-        f"**{t['antlr_check1'] / t[fastest]:.2f}x** and inference "
-        f"**{inf['antlr_check1'] / fast_i:.2f}x** the fastest peer's.",
         "",
         f"Fast vs reference kernels on this batch (float32): spikes identical: "
         f"{res['exact'][0]}; relative difference of the first layer's weight gradient: "
