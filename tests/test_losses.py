@@ -152,6 +152,15 @@ def test_no_spike_penalty_gradient():
     assert net.layers[1].weight.grad.abs().sum() > 0  # some neuron was silent somewhere
 
 
+def test_latency_loss_refuses_an_output_without_timing_channel():
+    net = SpikingNetwork([4, 3], method="bptt")
+    out = net(torch.bernoulli(torch.full((10, 2, 4), 0.5)))
+    with pytest.raises(ValueError, match="no timing channel"):
+        losses.latency_loss(out, torch.tensor([0, 1]))
+    with torch.no_grad():  # evaluation needs no gradient and is fine
+        losses.latency_loss(net(torch.zeros(10, 2, 4)), torch.tensor([0, 1]))
+
+
 def test_losses_reject_bad_targets():
     out = leaf_output()
     with pytest.raises(ValueError, match="target_counts must have shape"):

@@ -157,6 +157,9 @@ def latency_loss(out, labels: torch.Tensor, beta: float = 1.0 / 6.0) -> torch.Te
         raise ValueError(f"labels must be integers in [0, {n - 1}]")
     if not (beta > 0):
         raise ValueError(f"beta must be > 0, got {beta!r}")
+    if torch.is_grad_enabled() and out.spikes.requires_grad and not out.shift.requires_grad:
+        raise ValueError("latency_loss has only a timing gradient (Table 1), and this output has "
+                         "no timing channel (method 'bptt'); use count_loss or spike_train_loss")
     times, _ = first_spike_times(out)
     logits = -beta * times
     return torch.nn.functional.cross_entropy(logits.reshape(-1, n), labels.reshape(-1).long())
