@@ -10,13 +10,7 @@ from antlr_snn import cli
 from antlr_snn.experiments import landscape as ls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The networks are tiny; one torch thread is several times faster on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pca_directions_recover_the_dominant_plane():

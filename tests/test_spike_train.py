@@ -16,13 +16,7 @@ from antlr_snn.layers import SpikeOutput
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The networks are tiny; one torch thread is several times faster on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

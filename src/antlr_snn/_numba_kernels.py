@@ -339,6 +339,18 @@ def bptt_backward(gs, gv, sig, S, V, I, c, flags, GI, gvsum, m0, m1):
             gvsum[m, n] = vs[n]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _vec_mat(v, wr, acc):
+    """``acc[k] = sum_j v[j] wr[j, k]`` (a row of the input gradient), accumulated in order."""
+    for k in range(acc.shape[0]):
+        acc[k] = 0
+    for j in range(v.shape[0]):
+        vj = v[j]
+        wj = wr[j]
+        for k in range(acc.shape[0]):
+            acc[k] += vj * wj[k]
+
+
 @njit(cache=True, nogil=True)
 def input_grads(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, want_d, gs, gd,
                 m0, m1):
@@ -359,14 +371,7 @@ def input_grads(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, 
     for m in range(m0, min(m1, rows)):
         r = (m // rows_per_rep) % R
         if want_s:
-            am = a[m]
-            for k in range(K):
-                acc[k] = 0
-            for j in range(N):
-                aj = am[j]
-                wj = w[r, j]
-                for k in range(K):
-                    acc[k] += aj * wj[k]
+            _vec_mat(a[m], w[r], acc)
             gsm = gs[m]
             for k in range(K):
                 gsm[k] = acc[k] * bi
@@ -382,14 +387,7 @@ def input_grads(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, 
                     dot += adm[j] * w[r, j, k]
                 gdm[k] = dot * mbi * val[e]
         elif want_d:
-            adm = ad[m]
-            for k in range(K):
-                acc[k] = 0
-            for j in range(N):
-                aj = adm[j]
-                wj = w[r, j]
-                for k in range(K):
-                    acc[k] += aj * wj[k]
+            _vec_mat(ad[m], w[r], acc)
             gdm = gd[m]
             sm = s[m]
             for k in range(K):

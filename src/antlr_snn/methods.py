@@ -45,11 +45,6 @@ def method_config(method: str, lambda_act: float = 1.0, lambda_tim: float = 1.0,
     return MethodConfig(float(lambda_act), float(lambda_tim), bool(single_spike))
 
 
-def project(s: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x[t] = sum_i w_ij S_i[t]`` for all steps in one product (sparse input uses a gather)."""
-    return kernels.project(s, weight)
-
-
 def _bias_shape(weight: torch.Tensor) -> tuple:
     """Broadcast shape of the bias: ``[N]``, or ``[R, 1, N]`` for ``R`` replica networks."""
     return (weight.shape[0],) if weight.dim() == 2 else (weight.shape[0], 1, weight.shape[1])
@@ -158,7 +153,7 @@ def bptt_forward(s_in, weight, bias, p: LIFParameters, single_spike: bool = Fals
     fast = kernels.bptt(s_in, weight, bias, p, single_spike)
     if fast is not None:
         return fast
-    x = p.beta_i * project(s_in, weight)
+    x = p.beta_i * kernels.project(s_in, weight)
     bias_term = p.beta_bias * _bias_view(bias, weight)
     i_t = torch.zeros_like(x[0])
     v_t = torch.zeros_like(x[0])
