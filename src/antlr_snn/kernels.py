@@ -48,6 +48,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from antlr_snn import buffers
 from antlr_snn.neuron import LIFParameters
 from antlr_snn.neuron import adjoint_recurrence as reference_adjoint_recurrence
 from antlr_snn.neuron import lif_recurrence as reference_lif_recurrence
@@ -202,7 +203,7 @@ def _surrogate(v: torch.Tensor, p: LIFParameters) -> torch.Tensor:
     pass (rounded as torch's sub, abs and mul round it), then torch's own vectorised exp."""
     v = v.detach()
     if _fast(v) and v.is_contiguous():
-        out = torch.empty_like(v)
+        out = buffers.empty(v.shape, v.dtype)
         flat = out.numpy().reshape(-1)
         _run_rows(_numba().surrogate_arg, flat.size, flat.size, _np(v).reshape(-1),
                   _consts(p, v.dtype), flat)
@@ -273,9 +274,9 @@ def events(s: torch.Tensor, weight: torch.Tensor,
     s2 = _np(s).reshape(-1, s.shape[-1])
     max_nnz = int(density * s2.size)
     # torch-allocated buffers (numpy views), so that torch's memory accounting sees them
-    rowptr = torch.empty(s2.shape[0] + 1, dtype=torch.int64).numpy()
-    idx = torch.empty(max_nnz, dtype=torch.int32).numpy()
-    val = torch.empty(max_nnz, dtype=s.dtype).numpy()
+    rowptr = buffers.empty((s2.shape[0] + 1,), torch.int64).numpy()
+    idx = buffers.empty((max_nnz,), torch.int32).numpy()
+    val = buffers.empty((max_nnz,), s.dtype).numpy()
     nnz = nk.scan_events(s2, max_nnz, rowptr, idx, val)
     calls["events"] += 1
     if nnz < 0:
@@ -308,7 +309,7 @@ def project(s: torch.Tensor, weight: torch.Tensor, events: Optional[Events] = No
         return reference_project(s, weight)
     nk = _numba()
     n_out = weight.shape[-2]
-    out = torch.empty(*s.shape[:-1], n_out, dtype=s.dtype)
+    out = buffers.empty((*s.shape[:-1], n_out), s.dtype)
     nk.project_csr(events.rowptr, events.idx, events.val, _wt(weight), rpr,
                    out.numpy().reshape(-1, n_out))
     calls["project"] += 1
@@ -392,9 +393,9 @@ def _lif_forward(bias, p, single_spike, keep_current, x=None, s_in=None, weight=
     nk = _numba()
     dtype = src.dtype
     T, n = shape[0], shape[-1]
-    S = torch.empty(shape, dtype=dtype)
-    V = torch.empty(shape, dtype=dtype)
-    I = torch.empty(shape, dtype=dtype) if keep_current else torch.empty(1, 1, 1, dtype=dtype)
+    S = buffers.empty(shape, dtype)
+    V = buffers.empty(shape, dtype)
+    I = buffers.empty(shape, dtype) if keep_current else torch.empty(1, 1, 1, dtype=dtype)
     shape3 = (T, -1, n)
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     if sparse:
@@ -429,9 +430,9 @@ def _adjoint(gs, gd, gv, S, V, p, lam_act, lam_tim, single, want_ad, want_u):
     # sigma(V) from torch's exp (the reference's very values); A overwrites it row by row
     # (the kernel reads sig[t, m] before it writes A[t, m]), which saves one [T, M, N] buffer
     sig = _surrogate(V, p) if gs is not None else None
-    A = sig if sig is not None else torch.empty(S.shape, dtype=S.dtype)
-    U = torch.empty(S.shape, dtype=S.dtype) if want_u else None
-    Ad = torch.empty(S.shape, dtype=S.dtype) if want_ad else None
+    A = sig if sig is not None else buffers.empty(S.shape, S.dtype)
+    U = buffers.empty(S.shape, S.dtype) if want_u else None
+    Ad = buffers.empty(S.shape, S.dtype) if want_ad else None
     usum = torch.empty(S.shape[1:], dtype=S.dtype)
     flags = np.array([gs is not None, gd is not None, gv is not None, bool(single), want_ad,
                       want_u], dtype=np.bool_)
@@ -490,8 +491,8 @@ def input_grads(A: torch.Tensor, A_diff: Optional[torch.Tensor], weight: torch.T
     rpr = A.shape[2] if replicas else max(1, _rows(A))
     w3 = weight.detach()
     w3 = (w3.unsqueeze(0) if w3.dim() == 2 else w3).contiguous()
-    gs = torch.empty(s_in.shape, dtype=A.dtype) if want_s else None
-    gd = torch.empty(s_in.shape, dtype=A.dtype) if want_d else None
+    gs = buffers.empty(s_in.shape, A.dtype) if want_s else None
+    gd = buffers.empty(s_in.shape, A.dtype) if want_d else None
     dummy = np.zeros((1, 1), dtype=_np(A).dtype)
     flat = lambda t, n: dummy if t is None else _np(t).reshape(-1, n)  # noqa: E731
     A2 = flat(A, N)
@@ -513,7 +514,7 @@ def zeros_like(t: torch.Tensor) -> torch.Tensor:
     the calling thread, which avoids a multi-threaded fill (a wait on a busy machine)."""
     if not _fast(t):
         return torch.zeros_like(t, memory_format=torch.contiguous_format)
-    out = torch.empty(t.shape, dtype=t.dtype)
+    out = buffers.empty(t.shape, t.dtype)
     if out.numel():
         flat = out.numpy().reshape(-1)
         _numba().fill_zero(flat, 0, flat.size)

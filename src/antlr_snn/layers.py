@@ -159,7 +159,7 @@ class LIFLayer(nn.Module):
         s_in = s_in.to(self.weight.dtype)
         if self.method == "bptt":
             S, V = bptt_forward(s_in, self.weight, self.bias, self.params, self.single_spike)
-            return SpikeOutput(S, torch.zeros_like(S), V)
+            return SpikeOutput(S, kernels.zeros_like(S), V)
         if d_in is not None and not d_in.requires_grad:
             d_in = None  # e.g. coming from a bptt layer: no timing channel to feed
         S, d, V = LIFFunction.apply(s_in, d_in, self.weight, self.bias, self.params, self.cfg)
