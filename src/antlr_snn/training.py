@@ -136,6 +136,19 @@ class Split:
                 yield x.to(self.device), y.to(self.device)
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """``torch.optim.Adam``, fused (one kernel over all parameters) where torch supports it.
+
+    Same update rule; on a 2-core CPU the fused step of a 784-800-10 network takes ~0.2 ms
+    against ~2 ms for the default multi-tensor one. Older torch (no fused CPU Adam) falls back.
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def load_splits(cfg: TrainConfig, device: str = "cpu", splits=("train", "val", "test")) -> dict:
     """The requested splits of ``cfg.dataset`` (fixed split seed 0) with the size limits applied."""
     from antlr_snn.data import load_dataset
@@ -332,7 +345,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     np.random.seed(seed)
     torch.manual_seed(seed)
     net = build_network(cfg, splits["train"].features).to(rt.device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    opt = adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     gen = torch.Generator().manual_seed(seed)
     st = {"epoch": 0, "step": 0, "global_step": 0, "best_val": -1.0, "best_epoch": 0,

@@ -31,6 +31,7 @@ import torch
 from antlr_snn import SpikingNetwork, losses
 from antlr_snn.experiments import common
 from antlr_snn.methods import METHODS
+from antlr_snn.training import adam
 
 DEFAULT_METHODS = ("antlr", "activation", "timing")
 KAPPA_DERIVATIVES = losses.KAPPA_DERIVATIVES
@@ -220,7 +221,7 @@ def train_method(cfg: TaskConfig, problem: Problem, method: str, iterations: int
     """
     net = build_network(cfg, method, problem.init)
     params = [p for layer in net.layers for p in (layer.weight, layer.bias)]
-    opt = torch.optim.Adam(params, lr=cfg.lr_for(method))
+    opt = adam(params, lr=cfg.lr_for(method))
     x, tgt = problem.inputs, problem.targets
     R = problem.replicas
     rows, iters_logged, grads = [], [], []
