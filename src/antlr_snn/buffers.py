@@ -72,7 +72,8 @@ def empty(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     The contents are undefined, as with ``torch.empty``: callers overwrite every entry.
     """
     shape = tuple(int(s) for s in shape)
-    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    itemsize = getattr(dtype, "itemsize", None) or torch.empty(0, dtype=dtype).element_size()
+    nbytes = math.prod(shape) * itemsize
     if not _enabled or _use_count is None or nbytes < MIN_BYTES or nbytes > _limit:
         return torch.empty(shape, dtype=dtype)
     with _lock:
