@@ -104,3 +104,13 @@ def test_cut_gzip_stream(tmp_path):
     p = write(tmp_path / "cut.gz", good[: len(good) // 2])
     with pytest.raises(ValueError, match=r"cut\.gz: corrupt gzip"):
         read_idx(p)
+
+
+def test_huge_header_dims_give_exact_sizes_not_overflow(tmp_path):
+    """4e9 x 4e9 x 4e9 overflows int64 in np.prod; the message must carry the exact size."""
+    p = write(tmp_path / "huge", idx_bytes(0x803, (4_000_000_000,) * 3, bytes(10)))
+    with pytest.raises(ValueError) as err:
+        read_idx(p)
+    msg = str(err.value)
+    assert "huge: truncated IDX data" in msg and f"= {4_000_000_000 ** 3} bytes, found 10" in msg
+    assert "-" not in msg.split("huge:")[1]  # no wrapped-around negative sizes

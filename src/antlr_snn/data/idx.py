@@ -8,6 +8,7 @@ data bytes in C order. MNIST uses ``0x00000803`` for images [N, 28, 28] and
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -61,7 +62,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < header:
         raise ValueError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # a Python int: np.prod overflows int64 on huge headers
     found = len(raw) - header
     if found < expected:
         raise ValueError(
