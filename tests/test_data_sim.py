@@ -1,4 +1,6 @@
 """nmnist-sim: the simulated saccading event camera."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,24 @@ def test_num_steps_and_dispatch():
     spikes, _ = ds[0]
     assert len(ds) == 500 and spikes.shape == (30, 2312)
     assert torch.equal(spikes, events_to_frames(ds.events(0), num_steps=30))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_steps": 0}, "num_steps must be an integer >= 1, got 0"),
+    ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+    ({"window_ms": 0}, "window_ms must be a finite number > 0, got 0"),
+    ({"window_ms": float("nan")}, "window_ms must be a finite number > 0, got nan"),
+    ({"threshold": 0}, "threshold must be a finite number > 0, got 0"),
+    ({"threshold": -0.25}, "threshold must be a finite number > 0, got -0.25"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+])
+def test_parameters_checked_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SimulatedNMNIST("val", **kwargs)
+    if set(kwargs) <= {"num_steps", "seed"}:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_dataset("nmnist-sim", "val", **kwargs)
+    if "threshold" in kwargs:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            simulate_events(np.ones((28, 28)), np.random.default_rng(0), **kwargs)

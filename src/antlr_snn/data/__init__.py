@@ -30,6 +30,7 @@ import os
 
 from torch.utils.data import Subset
 
+from ._checks import check_int
 from .idx import read_idx
 from .mnist import (FASHION_MNIST_DIR, load_embedded_mnist, load_fashion_mnist, load_idx_dataset,
                     load_idx_split)
@@ -84,7 +85,8 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     >>> tuple(spikes.shape)
     (100, 2312)
     """
-    steps = DEFAULT_NUM_STEPS if num_steps is None else int(num_steps)
+    steps = DEFAULT_NUM_STEPS if num_steps is None else check_int("num_steps", num_steps)
+    seed = check_int("seed", seed, minimum=0)
     if name == "mnist":
         if data_dir is None:
             return load_embedded_mnist(split, seed)
