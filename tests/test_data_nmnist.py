@@ -1,5 +1,7 @@
 """N-MNIST: the 40-bit event format, exact binning, the lazy Dataset and its errors."""
 import io
+import math
+import re
 
 import numpy as np
 import pytest
@@ -48,9 +50,12 @@ def test_tonic_reader_agrees_on_valid_files():
         np.testing.assert_array_equal(ours[field], theirs[field])
 
 
-def test_empty_file(tmp_path):
+def test_empty_file_is_corrupt(tmp_path):
+    """Every N-MNIST recording has events: a 0-byte file is corrupt, not an empty sample."""
     (tmp_path / "e.bin").write_bytes(b"")
-    ev = read_nmnist_bin(tmp_path / "e.bin")
+    with pytest.raises(ValueError, match=r"e\.bin: empty file \(0 bytes\): corrupt"):
+        read_nmnist_bin(tmp_path / "e.bin")
+    ev = decode_events(b"")  # the byte-level decoder still takes an empty event list
     assert len(ev) == 0 and int(events_to_frames(ev).sum()) == 0
 
 
@@ -130,6 +135,38 @@ def test_dataset_lists_sorted_and_decodes(tmp_path):
     assert spikes.sum() == 1 and spikes[1, feature(3, 1, 1)] == 1
 
 
+def _bin_files(root, split_folder):
+    return sorted((root / split_folder).glob("*/*.bin"))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda p: p.write_bytes(p.read_bytes()[:-2]), r"length 3 bytes is not a multiple of 5"),
+    (lambda p: p.write_bytes(b""), r"empty file \(0 bytes\)"),
+    (lambda p: (p.unlink(), p.mkdir()), r"not a regular file \(a directory\)"),
+])
+def test_bad_files_found_when_listing(tmp_path, damage, why):
+    make_root(tmp_path, per_digit=2)
+    files = _bin_files(tmp_path, "Train")
+    for p in (files[9], files[4]):  # Train/4/00001.bin and Train/2/00000.bin
+        damage(p)
+    with pytest.raises(ValueError) as err:
+        NMNIST(tmp_path, "train")
+    msg = str(err.value)
+    assert msg.startswith(f"2 of 20 N-MNIST .bin files under {tmp_path / 'Train'} are corrupt")
+    assert re.search(rf"first: {re.escape(str(files[4]))}: {why}", msg), msg
+    with pytest.raises(ValueError, match="2 of 20"):
+        load_dataset("nmnist", "val", data_dir=tmp_path)
+
+
+def test_bad_test_file_does_not_block_train(tmp_path):
+    make_root(tmp_path, per_digit=1, split_folder="Train")
+    make_root(tmp_path, per_digit=1, split_folder="Test")
+    (tmp_path / "Test" / "3" / "00000.bin").write_bytes(b"\x01\x02")
+    assert len(NMNIST(tmp_path, "train")) == 10
+    with pytest.raises(ValueError, match=r"1 of 10 .*Test/3/00000\.bin: length 2 bytes"):
+        NMNIST(tmp_path, "test")
+
+
 def test_dataset_is_lazy_and_reports_corrupt_file(tmp_path):
     make_root(tmp_path, per_digit=1)
     ds = NMNIST(tmp_path, "train")
@@ -169,3 +206,28 @@ def test_load_dataset_nmnist(tmp_path):
     ds = load_dataset("nmnist", "test", data_dir=tmp_path, num_steps=50)
     spikes, label = ds[9]
     assert spikes.shape == (50, 2312) and label == 9 and spikes[0, feature(9, 0, 1)] == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_steps": 0}, "num_steps must be an integer >= 1, got 0"),
+    ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+    ({"num_steps": -3}, "num_steps must be an integer >= 1, got -3"),
+    ({"window_ms": 0}, "window_ms must be a finite number > 0, got 0"),
+    ({"window_ms": -1.0}, "window_ms must be a finite number > 0, got -1.0"),
+    ({"window_ms": math.nan}, "window_ms must be a finite number > 0, got nan"),
+    ({"window_ms": math.inf}, "window_ms must be a finite number > 0, got inf"),
+])
+def test_parameters_checked_at_construction(tmp_path, kwargs, message):
+    make_root(tmp_path, per_digit=1, split_folder="Test")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        NMNIST(tmp_path, "test", **kwargs)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        events_to_frames(decode_events(encode([(1, 1, 5, 1)])), **kwargs)
+    if "num_steps" in kwargs:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_dataset("nmnist", "test", data_dir=tmp_path, **kwargs)
+
+
+def test_numpy_integer_num_steps_accepted(tmp_path):
+    make_root(tmp_path, per_digit=1, split_folder="Test")
+    assert NMNIST(tmp_path, "test", num_steps=np.int64(7))[0][0].shape == (7, 2312)

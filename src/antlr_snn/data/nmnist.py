@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ._checks import check_int, check_positive_float
 
 SIZE = 34
 NUM_FEATURES = 2 * SIZE * SIZE
@@ -57,6 +60,9 @@ def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
 def read_nmnist_bin(path: str | os.PathLike) -> np.ndarray:
     """Read one N-MNIST ``.bin`` file; see :func:`decode_events`.
 
+    An empty file is an error (ValueError): every N-MNIST recording has events,
+    so 0 bytes means a corrupt or cut-off file, not a sample without events.
+
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "00001.bin")
     >>> with open(p, "wb") as fh:
@@ -66,7 +72,10 @@ def read_nmnist_bin(path: str | os.PathLike) -> np.ndarray:
     """
     path = os.fspath(path)
     with open(path, "rb") as fh:
-        return decode_events(fh.read(), path)
+        raw = fh.read()
+    if not raw:
+        raise ValueError(f"{path}: {_EMPTY}")
+    return decode_events(raw, path)
 
 
 def events_to_frames(events: np.ndarray, num_steps: int = 300,
@@ -81,7 +90,8 @@ def events_to_frames(events: np.ndarray, num_steps: int = 300,
     >>> f.shape, int(f.sum()), int(f[1, 34 * 34 + 5 * 34 + 3])
     (torch.Size([300, 2312]), 1, 1)
     """
-    window_us = window_ms * 1000.0
+    num_steps = check_int("num_steps", num_steps)
+    window_us = check_positive_float("window_ms", window_ms) * 1000.0
     t = events["t"]
     keep = t < window_us
     # float64 is exact here: t * num_steps < 2**53 for 23-bit timestamps.
@@ -100,8 +110,31 @@ def _layout_help(root: str) -> str:
     )
 
 
+_EMPTY = "empty file (0 bytes): corrupt, as every N-MNIST recording has events"
+
+
+def _bin_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an N-MNIST recording, from its ``os.stat`` alone; None if it may be."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"cannot stat it ({exc.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file" + (" (a directory)" if stat.S_ISDIR(info.st_mode) else "")
+    if info.st_size == 0:
+        return _EMPTY
+    if info.st_size % 5:
+        return f"length {info.st_size} bytes is not a multiple of 5 (40-bit events): truncated"
+    return None
+
+
 def list_nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[str], list[int]]:
     """Sorted ``.bin`` paths and their labels for split "train" (Train/) or "test" (Test/).
+
+    Every file is checked with one ``os.stat`` (no reads, cheap for the 70,000
+    files): a ``*.bin`` that is not a regular file, is empty or whose length is
+    not a multiple of 5 bytes raises ValueError naming the first such file and
+    how many there are. Bad event contents are only found when a file is read.
 
     >>> list_nmnist_files("/nonexistent", "test")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -118,9 +151,16 @@ def list_nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[str], l
         found = sorted(glob.glob(os.path.join(folder, "*.bin")))
         files += found
         labels += [digit] * len(found)
+    where = os.path.join(root, SPLIT_FOLDERS[split])
     if not files:
-        where = os.path.join(root, SPLIT_FOLDERS[split])
         raise FileNotFoundError(f"no .bin files under {where}: {_layout_help(root)}")
+    bad = [(path, why) for path in files if (why := _bin_problem(path)) is not None]
+    if bad:
+        path, why = bad[0]
+        raise ValueError(
+            f"{len(bad)} of {len(files)} N-MNIST .bin files under {where} are corrupt; "
+            f"first: {path}: {why}. Replace them with fresh copies from the original zip"
+        )
     return files, labels
 
 
@@ -145,8 +185,8 @@ class NMNIST(Dataset):
                  window_ms: float = 300.0):
         self.root = os.fspath(root)
         self.split = split
-        self.num_steps = int(num_steps)
-        self.window_ms = float(window_ms)
+        self.num_steps = check_int("num_steps", num_steps)
+        self.window_ms = check_positive_float("window_ms", window_ms)
         self.files, self.labels = list_nmnist_files(self.root, split)
 
     def __len__(self) -> int:
