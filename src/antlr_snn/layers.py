@@ -47,13 +47,19 @@ SpikeInput = Union[torch.Tensor, SpikeOutput]
 
 
 def check_spikes(x: torch.Tensor, in_features: int, replicas: Optional[int] = None) -> torch.Tensor:
-    """Validate raw input spikes and return them as floating point; ``ValueError`` names the problem."""
+    """Validate raw input spikes and return them as floating point; ``ValueError`` names the problem.
+
+    ``T`` must be >= 1; an empty batch (``B = 0``) is allowed and gives empty outputs.
+    """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"input spikes must be a torch.Tensor or a SpikeOutput, got {type(x).__name__}")
     rank = 3 if replicas is None else 4
     layout = "[T, B, N]" if replicas is None else "[T, R, B, N]"
     if x.dim() != rank:
         raise ValueError(f"input spikes must have rank {rank} {layout}, got shape {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError(f"input spikes need at least one time step (T >= 1 on dim 0), "
+                         f"got shape {tuple(x.shape)}")
     if x.shape[-1] != in_features:
         raise ValueError(f"input has {x.shape[-1]} features but the layer expects in_features="
                          f"{in_features} (shape {tuple(x.shape)})")
@@ -107,8 +113,14 @@ class LIFLayer(nn.Module):
         for name, n in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ValueError(f"{name} must be a positive integer, got {n!r}")
-        if replicas is not None and (not isinstance(replicas, int) or replicas < 1):
+        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool)
+                                     or replicas < 1):
             raise ValueError(f"replicas must be a positive integer or None, got {replicas!r}")
+        if not isinstance(single_spike, bool):
+            raise ValueError(f"single_spike must be a bool, got {single_spike!r}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating point torch.dtype (the weights are "
+                             f"trained), got {dtype!r}")
         self.in_features, self.out_features = in_features, out_features
         self.method = method
         self.cfg = method_config(method, lambda_act, lambda_tim, single_spike)
