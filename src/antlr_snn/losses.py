@@ -12,10 +12,14 @@ Example:
     >>> out = net(torch.bernoulli(torch.full((40, 3, 10), 0.2)))
     >>> loss = losses.count_loss(out, torch.ones(3, 5)) + losses.latency_loss(out, torch.tensor([0, 1, 2]))
     >>> loss.backward()
+
+A batch-averaged loss needs at least one sample (``ValueError`` on an empty batch; the mean
+over no samples is undefined); ``spike_train_loss(..., reduction="none")`` returns ``[0]``.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -23,11 +27,41 @@ __all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike
            "no_spike_penalty", "first_spike_times", "exponential_kernel", "KAPPA_DERIVATIVES"]
 
 
-def _batch_shape(out) -> tuple:
-    return tuple(out.spikes.shape[1:-1])
+def _batch_shape(out, mean: bool = True) -> tuple:
+    """``[*batch]`` of ``out.spikes`` ``[T, *batch, N]``; checks the shape only (no data pass)."""
+    shape = tuple(out.spikes.shape)
+    if len(shape) < 2 or shape[0] < 1 or shape[-1] < 1:
+        raise ValueError(f"output spikes must be [T, *batch, N] with T >= 1 and N >= 1, "
+                         f"got shape {shape}")
+    if mean and math.prod(shape[1:-1]) == 0:
+        raise ValueError(f"the loss is a mean over the batch and the batch is empty "
+                         f"(spikes of shape {shape})")
+    return shape[1:-1]
+
+
+def _check_number(name: str, value, positive: bool = False) -> None:
+    """``value`` is a finite real number, > 0 if ``positive`` else >= 0."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or (value <= 0 if positive else value < 0)):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                         f"got {value!r}")
+
+
+def _check_labels(labels: torch.Tensor, batch: tuple, n: int) -> None:
+    """Class labels ``[*batch]``, integers in ``[0, n - 1]`` (one pass for min/max)."""
+    _check_target(labels, batch, "labels")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be integers in [0, {n - 1}], got dtype {labels.dtype}")
+    if labels.numel():
+        lo, hi = torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool else labels)
+        if lo < 0 or hi >= n:
+            raise ValueError(f"labels must be integers in [0, {n - 1}], got values in "
+                             f"[{int(lo)}, {int(hi)}]")
 
 
 def _check_target(target: torch.Tensor, shape: tuple, name: str) -> None:
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if tuple(target.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
     if target.is_floating_point() and not torch.isfinite(target).all():
@@ -40,6 +74,7 @@ def count_loss(out, target_counts: torch.Tensor) -> torch.Tensor:
     dL/dS_o[t] = 2 (sum_t S_o - n_o) / T per sample; no timing gradient.
     """
     S = out.spikes
+    _batch_shape(out)
     _check_target(target_counts, S.shape[1:], "target_counts")
     err = S.sum(0) - target_counts.to(S.dtype)
     return (err.pow(2).sum(-1) / S.shape[0]).mean()
@@ -102,6 +137,7 @@ def spike_train_loss(out, target_spikes: torch.Tensor, tau: float = 5.0,
     ``reduction="none"`` returns the loss per sample, ``[*batch]``.
     """
     S = out.spikes
+    _batch_shape(out, mean=reduction != "none")
     _check_target(target_spikes, S.shape, "target_spikes")
     if kappa_derivative not in KAPPA_DERIVATIVES:
         raise ValueError(f"kappa_derivative must be one of {', '.join(KAPPA_DERIVATIVES)}, "
@@ -150,13 +186,9 @@ def latency_loss(out, labels: torch.Tensor, beta: float = 1.0 / 6.0) -> torch.Te
 
     dL/dt_o = -beta (p_o - y_o) at each output neuron's first spike; no activation gradient.
     """
-    batch = _batch_shape(out)
-    _check_target(labels, batch, "labels")
     n = out.spikes.shape[-1]
-    if labels.is_floating_point() or labels.min() < 0 or labels.max() >= n:
-        raise ValueError(f"labels must be integers in [0, {n - 1}]")
-    if not (beta > 0):
-        raise ValueError(f"beta must be > 0, got {beta!r}")
+    _check_labels(labels, _batch_shape(out), n)
+    _check_number("beta", beta, positive=True)
     if torch.is_grad_enabled() and out.spikes.requires_grad and not out.shift.requires_grad:
         raise ValueError("latency_loss has only a timing gradient (Table 1), and this output has "
                          "no timing channel (method 'bptt'); use count_loss or spike_train_loss")
@@ -172,8 +204,8 @@ def at_least_one_spike_loss(out, labels: torch.Tensor, weight: float = 0.05) -> 
     default 0.05 gives the authors' -0.1 / B.
     """
     S = out.spikes
-    batch = _batch_shape(out)
-    _check_target(labels, batch, "labels")
+    _check_labels(labels, _batch_shape(out), S.shape[-1])
+    _check_number("weight", weight)
     counts = S.sum(0).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
     return weight * (counts.clamp(max=1.0) - 1).pow(2).mean()
 
@@ -190,8 +222,7 @@ def no_spike_penalty(layers, outs, strength: float = 100.0) -> torch.Tensor:
         layers: a :class:`~antlr_snn.SpikingNetwork` or a sequence of ``LIFLayer``.
         outs: the network's output (its ``.layers`` are used) or one output per layer.
     """
-    if strength < 0:
-        raise ValueError(f"strength must be >= 0, got {strength!r}")
+    _check_number("strength", strength)
     layers = list(getattr(layers, "layers", layers))
     outs = list(getattr(outs, "layers", outs))
     if len(layers) != len(outs):
