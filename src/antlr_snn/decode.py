@@ -1,6 +1,8 @@
 """Decisions from output spikes (Sec. 4.2) and spike accounting (Fig. 7, 8).
 
 A sample with no output spike gets the prediction ``-1``, which never equals a label.
+Spikes are ``[T, *batch, N]`` with ``T, N >= 1``, binary (bool and integer spikes are accepted);
+an empty batch gives empty predictions.
 
 Example:
     >>> import torch
@@ -13,12 +15,29 @@ from __future__ import annotations
 
 import torch
 
+from antlr_snn import kernels
+
 __all__ = ["earliest_spike", "most_spikes", "decision_step", "spike_counts", "synaptic_operations",
            "accuracy"]
 
 
 def _spikes(out) -> torch.Tensor:
-    return (out.spikes if hasattr(out, "spikes") else out).detach()
+    """The output spikes, checked (shape, then one pass for NaN / non-binary values)."""
+    S = out.spikes if hasattr(out, "spikes") else out
+    if not isinstance(S, torch.Tensor):
+        raise TypeError(f"spikes must be a torch.Tensor or a SpikeOutput, got {type(S).__name__}")
+    if S.dim() < 2 or S.shape[0] < 1 or S.shape[-1] < 1:
+        raise ValueError(f"spikes must be [T, *batch, N] with T >= 1 and N >= 1, "
+                         f"got shape {tuple(S.shape)}")
+    S = S.detach()
+    if S.dtype == torch.bool:
+        S = S.to(torch.uint8)  # argmax/amax do not take bool
+    problem = kernels.binary_check(S)
+    if problem == "nan":
+        raise ValueError("spikes contain NaN")
+    if problem == "nonbinary":
+        raise ValueError("spikes must be binary (0 or 1); found other values")
+    return S
 
 
 def _first_times(S: torch.Tensor) -> torch.Tensor:
@@ -85,4 +104,7 @@ def synaptic_operations(inputs: torch.Tensor, out) -> torch.Tensor:
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of correct predictions (a prediction of -1 is always wrong)."""
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred and labels must have the same shape, got {tuple(pred.shape)} "
+                         f"and {tuple(labels.shape)}")
     return (pred == labels).float().mean().item()

@@ -1,6 +1,7 @@
 """Spike coding of static inputs: latency (Sec. 4.2) and rate (Bernoulli) codes.
 
-Both return float spikes ``[T, B, N]`` (features flattened), ready for a network.
+Both return float spikes ``[T, B, N]`` (features flattened), ready for a network; an empty
+batch (``B = 0``) gives ``[T, 0, N]``.
 
 Example:
     >>> import torch
@@ -23,12 +24,17 @@ def _check_images(images: torch.Tensor, num_steps: int) -> torch.Tensor:
         raise ValueError(f"images must be [B, ...] with a batch dimension, got shape {tuple(images.shape)}")
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    images = images.reshape(images.shape[0], -1)
+    if images.is_complex():
+        raise ValueError("images must be real, got a complex tensor")
+    images = images.flatten(1)  # [B, N]; flatten, unlike reshape(B, -1), allows B = 0
     if not images.is_floating_point():
         images = images.float()
+    if images.numel() == 0:
+        return images
     if torch.isnan(images).any():
         raise ValueError("images contain NaN")
-    if images.min() < 0 or images.max() > 1:
+    lo, hi = torch.aminmax(images)
+    if lo < 0 or hi > 1:
         raise ValueError("image intensities must lie in [0, 1]; divide 8-bit images by 255")
     return images
 
