@@ -53,8 +53,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("antlr-snn: interrupted", file=sys.stderr)
         return 130
-    except (UserError,) + USER_ERRORS as exc:
-        msg = str(exc) or exc.__class__.__name__
+    except (UserError, MemoryError, RuntimeError) + USER_ERRORS as exc:
+        from antlr_snn.experiments.common import allocation_failure, one_line
+        if isinstance(exc, MemoryError) and str(exc).strip():
+            msg = one_line(exc)  # raised by antlr-snn itself, naming what did not fit
+        elif isinstance(exc, (MemoryError, RuntimeError)) and not isinstance(exc, USER_ERRORS):
+            reason = allocation_failure(exc)
+            if reason is None:
+                raise  # a bug, not a user error: keep the traceback
+            detail = "" if reason == "out of memory" else f" ({reason})"
+            msg = (f"out of memory{detail}; use a smaller network, batch or number of time "
+                   f"steps")
+        else:
+            msg = one_line(exc)
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"
         print(f"antlr-snn {args.command}: error: {msg}", file=sys.stderr)

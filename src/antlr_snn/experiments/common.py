@@ -37,7 +37,7 @@ __all__ = [
     "fsync_dir", "atomic_writer", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
     "write_csv", "save_figure", "JsonlLog", "read_jsonl", "ensure_writable_dir",
     "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "progress", "mean_std",
-    "to_jsonable",
+    "to_jsonable", "one_line", "check_device", "allocation_failure",
 ]
 
 
@@ -193,19 +193,43 @@ class JsonlLog:
 
 
 def read_jsonl(path: str) -> list:
-    """Records of a JSON-lines file; a partial (unterminated) last line is ignored."""
+    """Records (JSON objects) of a JSON-lines file; a partial (unterminated) last line is ignored.
+
+    A line that is not a JSON object gives a one-line ``ValueError`` naming the file and line.
+
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.jsonl")
+    >>> _ = open(p, "w").write('{"epoch": 1}\\ngarbage\\n')
+    >>> read_jsonl(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: .../m.jsonl, line 2: not a JSON object (Expecting value)
+    """
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
         return []
-    lines = data.split(b"\n")
-    return [json.loads(line) for line in lines[:-1] if line.strip()]
+    records = []
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            reason = getattr(exc, "msg", None) or exc.__class__.__name__
+            raise ValueError(f"{path}, line {number}: not a JSON object ({reason})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}, line {number}: not a JSON object "
+                             f"(a {type(rec).__name__})")
+        records.append(rec)
+    return records
 
 
 def ensure_writable_dir(path: str) -> str:
     """Create ``path`` if needed and check a file can be written there; one-line errors."""
     path = os.fspath(path)
+    if not path.strip():
+        raise ValueError("the output folder name is empty; give --out DIR")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
@@ -214,6 +238,62 @@ def ensure_writable_dir(path: str) -> str:
         reason = exc.strerror or exc.__class__.__name__
         raise OSError(f"output folder {path!r} is not writable ({reason})") from None
     return path
+
+
+# ----------------------------------------------------------------------------- errors
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, for ``error: ...`` output.
+
+    An error raised in a DataLoader worker reaches the main process as the same type holding
+    "Caught X in DataLoader worker process N. Original Traceback ...": that gives back the
+    original message (the traceback's last line, without its ``Type:`` prefix). Any other
+    multi-line message is cut to its first line.
+
+    >>> one_line(ValueError("Caught ValueError in DataLoader worker process 0.\\nOriginal "
+    ...     "Traceback (most recent call last):\\n  File \\"x.py\\", line 1\\n"
+    ...     "ValueError: a.bin: truncated\\n"))
+    'a.bin: truncated'
+    >>> one_line(OSError())
+    'OSError'
+    """
+    msg = str(exc)
+    if "Original Traceback" in msg:
+        tail = [line.strip() for line in msg.split("Original Traceback", 1)[1].splitlines()]
+        tail = [line for line in tail if line]
+        if tail:
+            msg = tail[-1]
+            head, sep, rest = msg.partition(": ")
+            if sep and rest and head.replace(".", "").replace("_", "").isalnum():
+                msg = rest  # "pkg.mod.SomeError: message" -> "message"
+    lines = [line for line in msg.strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else exc.__class__.__name__
+
+
+def allocation_failure(exc: BaseException) -> Optional[str]:
+    """For an out-of-memory error (``MemoryError``, torch's "can't allocate memory" or
+    "out of memory"), a short reason such as ``'tried to allocate 62 GiB'``; else ``None``.
+
+    >>> allocation_failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried "
+    ...                                 "to allocate 6272000000000 bytes. Error code 12"))
+    'tried to allocate 6272000000000 bytes'
+    >>> allocation_failure(RuntimeError("shape mismatch")) is None
+    True
+    """
+    import re
+    msg = str(exc)
+    if not (isinstance(exc, MemoryError) or isinstance(exc, RuntimeError) and (
+            "can't allocate memory" in msg or "out of memory" in msg.lower())):
+        return None
+    size = re.search(r"tried to allocate ([\d.]+ ?(?:[KMGTP]i?B|bytes))", msg, re.IGNORECASE)
+    return f"tried to allocate {size.group(1)}" if size else "out of memory"
+
+
+def check_device(device: str) -> None:
+    """A one-line ``ValueError`` for ``--device cuda`` where torch has no usable CUDA device."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available "
+                         f"(torch {torch.__version__}); use --device cpu")
 
 
 # ----------------------------------------------------------------------------- checkpoints
