@@ -132,8 +132,23 @@ class Split:
             if len(idx) == 0:
                 yield None
             else:
-                x, y = next(loader)
+                x, y = _next_batch(loader)
                 yield x.to(self.device), y.to(self.device)
+
+
+def _next_batch(loader):
+    """``next(loader)``; an error from a worker process comes back as the worker's own message
+    (torch re-raises it as the same type holding the worker's whole traceback)."""
+    try:
+        return next(loader)
+    except Exception as exc:
+        if "Original Traceback" not in str(exc):
+            raise
+        try:
+            clean = type(exc)(common.one_line(exc))
+        except Exception:  # an exception type that takes other arguments
+            raise exc from None
+        raise clean from None
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -159,14 +174,57 @@ def load_splits(cfg: TrainConfig, device: str = "cpu", splits=("train", "val", "
         out[name] = Split(data, cfg, cfg.max_train if name == "train" else cfg.max_eval, device)
         if out[name].n == 0:
             raise ValueError(f"the {name} split of {cfg.dataset} is empty")
+    if len({split.features for split in out.values()}) > 1:
+        where = f" in {cfg.data_dir}" if cfg.data_dir else ""
+        sizes = ", ".join(f"{name} {split.features}" for name, split in out.items())
+        raise ValueError(f"the splits of {cfg.dataset}{where} have different input sizes "
+                         f"({sizes} features per sample); the train-* and t10k-* (or Train/ "
+                         f"and Test/) files must hold samples of one size")
     return out
 
 
 # ----------------------------------------------------------------------------- model
 
-def build_network(cfg: TrainConfig, in_features: int) -> SpikingNetwork:
-    return SpikingNetwork([in_features, *cfg.hidden, 10], method=cfg.method,
-                          single_spike=cfg.single_spike)
+def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu") -> SpikingNetwork:
+    """The ``in_features``-hidden-10 network of ``cfg`` on ``device``; a one-line
+    ``MemoryError`` naming the sizes when it does not fit in memory."""
+    sizes = [in_features, *cfg.hidden, 10]
+    try:
+        return SpikingNetwork(sizes, method=cfg.method, single_spike=cfg.single_spike).to(device)
+    except (MemoryError, RuntimeError) as exc:
+        reason = common.allocation_failure(exc)
+        if reason is None:
+            raise
+        raise MemoryError(f"not enough memory for the {'-'.join(map(str, sizes))} network on "
+                          f"{device} ({reason}); use smaller --hidden sizes") from None
+
+
+def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu") -> None:
+    """Fail early (before a run folder is written) when the network cannot be trained here.
+
+    Training holds four copies of the parameters (weights, gradients, two Adam moments); on
+    the CPU that must fit in the available memory, and the network itself must be allocatable.
+    """
+    sizes = [in_features, *cfg.hidden, 10]
+    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    need, avail = 4 * 4 * params, _available_memory() if device == "cpu" else None
+    if avail is not None and need > avail:
+        raise MemoryError(f"not enough memory for the {'-'.join(map(str, sizes))} network "
+                          f"(training needs about {need / 2 ** 30:.1f} GiB, "
+                          f"{avail / 2 ** 30:.1f} GiB available); use smaller --hidden sizes")
+    build_network(cfg, in_features, device)  # allocated and dropped: it fits
+
+
+def _available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or ``None``."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def model_metadata(net: SpikingNetwork, cfg: TrainConfig) -> dict:
@@ -178,25 +236,131 @@ def model_metadata(net: SpikingNetwork, cfg: TrainConfig) -> dict:
             "t_max": cfg.t_max, "decision": cfg.preset["decision"]}
 
 
-def check_checkpoint(ckpt: dict, path: str, sizes=None) -> None:
-    """One-line ``ValueError`` for a foreign checkpoint or one of another network size."""
-    if ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
+DECISIONS = ("earliest_spike", "most_spikes")
+
+
+def _is_int(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# what each use of a checkpoint needs: key -> (test, what it must be)
+_MODEL_KEYS = {
+    "sizes": (lambda v: isinstance(v, (list, tuple)) and len(v) >= 2
+              and all(_is_int(n, 1) for n in v), "a list of >= 2 positive layer sizes"),
+    "method": (lambda v: v in PRESETS, f"one of {', '.join(PRESETS)}"),
+    "single_spike": (lambda v: isinstance(v, bool), "true or false"),
+    "lif": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x)
+                                                  for k, x in v.items()),
+            "a dict of neuron parameters"),
+    "state_dict": (lambda v: isinstance(v, dict) and all(isinstance(x, torch.Tensor)
+                                                         for x in v.values()),
+                   "a dict of tensors"),
+}
+_EVALUATE_KEYS = {
+    "decision": (lambda v: v in DECISIONS, f"one of {', '.join(DECISIONS)}"),
+    "dataset": (lambda v: isinstance(v, str), "a data set name"),
+    "num_steps": (lambda v: _is_int(v, 1), "a positive integer"),
+    "t_max": (lambda v: _is_int(v, 1), "a positive integer"),
+}
+_STATE_KEYS = {
+    "epoch": lambda v: _is_int(v), "step": lambda v: _is_int(v),
+    "global_step": lambda v: _is_int(v), "best_epoch": lambda v: _is_int(v),
+    "metrics_bytes": lambda v: _is_int(v), "best_val": _is_number, "wall": _is_number,
+    "finished": lambda v: isinstance(v, bool),
+    "result": lambda v: v is None or isinstance(v, dict),
+    "sums": lambda v: isinstance(v, torch.Tensor) and v.shape == (5,),
+    "gen_epoch_start": lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8,
+}
+_RESUME_KEYS = {
+    "optimizer": (lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
+                  "an optimizer state (a dict with state and param_groups)"),
+    "scheduler": (lambda v: isinstance(v, dict), "a learning-rate scheduler state (a dict)"),
+    "state": (lambda v: isinstance(v, dict), "the training progress (a dict)"),
+    "rng": (lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v),
+            "the random number generator states"),
+}
+
+
+def _shown(v) -> str:
+    text = " ".join(repr(v).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -> None:
+    """One-line ``ValueError`` naming ``path`` and the problem for a checkpoint that cannot
+    serve ``use``: ``"model"`` (rebuild the network), ``"evaluate"`` (also code the input and
+    decide) or ``"resume"`` (also optimizer, scheduler, progress and RNG states); with
+    ``sizes``, also for a network of another size.
+
+    >>> ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": {}, "sizes": [4, 3, 10],
+    ...         "method": "antlr", "single_spike": False, "lif": {}, "decision": "latest",
+    ...         "dataset": "mnist", "num_steps": 100, "t_max": 24}
+    >>> check_checkpoint(ckpt, "best.pt", use="model")
+    >>> check_checkpoint(ckpt, "best.pt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: checkpoint best.pt: bad 'decision' (must be one of ...; got 'latest')
+    >>> check_checkpoint({**ckpt, "decision": "most_spikes"}, "best.pt", use="resume")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: checkpoint best.pt lacks 'optimizer', needed to resume (it holds only a model, ...)
+    """
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
+            or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not an antlr-snn training checkpoint")
+    if use not in ("model", "evaluate", "resume"):
+        raise ValueError(f"unknown checkpoint use {use!r}")
+    needs = dict(_MODEL_KEYS)
+    if use in ("evaluate", "resume"):
+        needs.update(_EVALUATE_KEYS)
+    if use == "resume":
+        needs.update(_RESUME_KEYS)
+    for key, (test, what) in needs.items():
+        if key not in ckpt:
+            hint = (", needed to resume (it holds only a model, as best.pt does)"
+                    if key in _RESUME_KEYS else "")
+            raise ValueError(f"checkpoint {path} lacks {key!r}{hint}")
+        if not test(ckpt[key]):
+            raise ValueError(f"checkpoint {path}: bad {key!r} (must be {what}; "
+                             f"got {_shown(ckpt[key])})")
+    if use == "resume":
+        for key, test in _STATE_KEYS.items():
+            if key not in ckpt["state"]:
+                raise ValueError(f"checkpoint {path} lacks 'state' entry {key!r} (needed to "
+                                 f"resume)")
+            if not test(ckpt["state"][key]):
+                raise ValueError(f"checkpoint {path}: bad 'state' entry {key!r} "
+                                 f"(got {_shown(ckpt['state'][key])})")
     if sizes is not None and list(ckpt["sizes"]) != list(sizes):
         have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
         raise ValueError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
 
 
-def network_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> SpikingNetwork:
-    check_checkpoint(ckpt, path)
-    net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"], single_spike=ckpt["single_spike"],
-                         **ckpt["lif"])
+def network_from_checkpoint(ckpt: dict, path: str = "checkpoint",
+                            use: str = "evaluate") -> SpikingNetwork:
+    """The network saved in ``ckpt`` (read from ``path``), after :func:`check_checkpoint`."""
+    check_checkpoint(ckpt, path, use=use)
+    try:
+        net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"],
+                             single_spike=ckpt["single_spike"], **ckpt["lif"])
+    except (TypeError, ValueError) as exc:  # unknown or out-of-range neuron parameters
+        raise ValueError(f"checkpoint {path}: bad 'lif' ({common.one_line(exc)})") from None
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the network it describes "
-                         f"({str(exc).splitlines()[0]})") from None
+                         f"({_state_dict_problem(exc)})") from None
     return net
+
+
+def _state_dict_problem(exc: RuntimeError) -> str:
+    """The first specific line of a ``load_state_dict`` error (missing keys, shape mismatch)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+    return detail if len(detail) <= 200 else detail[:197] + "..."
 
 
 # ----------------------------------------------------------------------------- steps
@@ -344,7 +508,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    net = build_network(cfg, splits["train"].features).to(rt.device)
+    net = build_network(cfg, splits["train"].features, rt.device)
     opt = adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     gen = torch.Generator().manual_seed(seed)
@@ -357,19 +521,29 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
         if not (rt.resume and os.path.exists(path["ckpt"])):
             return None
         ckpt = common.load_checkpoint(path["ckpt"])
-        check_checkpoint(ckpt, path["ckpt"], net.sizes)
+        check_checkpoint(ckpt, path["ckpt"], net.sizes, use="resume")
         return ckpt
     ckpt = from_lead(load, rt)
     if ckpt is not None:
-        net.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+        try:
+            net.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            common.set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            reason = (_state_dict_problem(exc) if isinstance(exc, RuntimeError)
+                      else common.one_line(exc))
+            raise ValueError(f"checkpoint {path['ckpt']} cannot be resumed: its saved states do "
+                             f"not fit this run ({type(exc).__name__}: {reason})") from None
         st.update(ckpt["state"])
-        common.set_rng_state(ckpt["rng"])
         if st["finished"]:
+            if not isinstance(st["result"], dict):
+                raise ValueError(f"checkpoint {path['ckpt']}: a finished run without a result")
             return st["result"]
     if lead:
         log.truncate(st["metrics_bytes"])  # drop lines (or a torn line) written after the ckpt
+        if ckpt is not None:
+            common.read_jsonl(log.path)  # a damaged log fails now, not after the next epoch
     t_start, wall0 = time.time(), st["wall"]
 
     def save():
@@ -436,8 +610,16 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
                       f" train {rec['train_accuracy']:.4f} val {val['accuracy']:.4f} spikes/sample"
                       f" {val['spikes_per_sample']:.1f} (to decision "
                       f"{val['spikes_to_decision']:.1f})", flush=True)
-    best = from_lead(lambda: common.load_checkpoint(path["best"])["state_dict"], rt)
-    net.load_state_dict(best)
+    def load_best():
+        ckpt = common.load_checkpoint(path["best"])
+        check_checkpoint(ckpt, path["best"], net.sizes, use="model")
+        return ckpt["state_dict"]
+    best = from_lead(load_best, rt)
+    try:
+        net.load_state_dict(best)
+    except RuntimeError as exc:
+        raise ValueError(f"{path['best']}: weights do not fit the network it describes "
+                         f"({_state_dict_problem(exc)})") from None
     test = evaluate(net, splits["test"], decision, rt, rt.workers)
     result = {"trial": trial, "seed": seed, "best_epoch": st["best_epoch"],
               "val_accuracy": st["best_val"], **{f"test_{k}": v for k, v in test.items()},
