@@ -31,18 +31,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    common.check_device(args.device)
+    for flag, v in (("--num-steps", args.num_steps), ("--max-eval", args.max_eval)):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {v}")
     ckpt = common.load_checkpoint(args.checkpoint)
-    net = network_from_checkpoint(ckpt, args.checkpoint)
+    net = network_from_checkpoint(ckpt, args.checkpoint)  # checks every key used below
     dataset = args.dataset or ckpt["dataset"]
     from antlr_snn.data import DATASETS
     if dataset not in DATASETS:
-        raise ValueError(f"unknown data set {dataset!r}; choose one of {', '.join(DATASETS)}")
+        where = "" if args.dataset else f"checkpoint {args.checkpoint}: "
+        raise ValueError(f"{where}unknown data set {dataset!r}; choose one of "
+                         f"{', '.join(DATASETS)}")
+    if dataset == "nmnist-sim" and args.data_dir is not None:
+        raise ValueError("--data-dir: nmnist-sim is generated, it takes no data folder")
+    same = dataset == ckpt["dataset"]
     data_dir = args.data_dir if args.data_dir is not None else (
-        ckpt.get("data_dir") if dataset == ckpt["dataset"] else None)
-    num_steps = args.num_steps or (ckpt["num_steps"] if dataset == ckpt["dataset"] else
-                                   (300 if dataset in EVENT_DATASETS else 100))
-    if num_steps < 1 or (args.max_eval is not None and args.max_eval < 1):
-        raise ValueError("--num-steps and --max-eval must be positive integers")
+        ckpt.get("data_dir") if same else None)
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise ValueError(f"checkpoint {args.checkpoint}: bad 'data_dir' (must be a folder name; "
+                         f"got {data_dir!r}); give --data-dir")
+    if args.num_steps is not None:
+        num_steps = args.num_steps
+    else:
+        num_steps = ckpt["num_steps"] if same else (300 if dataset in EVENT_DATASETS else 100)
     if dataset not in EVENT_DATASETS and num_steps < ckpt["t_max"]:
         raise ValueError(f"--num-steps must be >= {ckpt['t_max']} for the latency code")
     cfg = TrainConfig(method=ckpt["method"], dataset=dataset, data_dir=data_dir,

@@ -97,6 +97,9 @@ class TaskConfig:
         for name, v in (("grad_clip", self.grad_clip), ("no_spike_penalty", self.no_spike_penalty)):
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) \
+                or not 0 <= self.seed < 2 ** 32:  # as `train`: trials are (seed, k) here
+            raise ValueError(f"--seed must be in [0, 2**32 - 1], got {self.seed!r}")
         if self.kappa_derivative not in KAPPA_DERIVATIVES:
             raise ValueError(f"kappa_derivative must be one of {KAPPA_DERIVATIVES}, "
                              f"got {self.kappa_derivative!r}")

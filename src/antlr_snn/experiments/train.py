@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 
 from antlr_snn.experiments import common
-from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig, from_lead,
-                                load_splits, train_trial)
+from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig,
+                                check_network_fits, from_lead, load_splits, train_trial)
 
 EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
 HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
@@ -68,10 +68,60 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def resolve_config(args, saved: dict | None) -> TrainConfig:
-    """Flags over the saved run (``--resume``) over the defaults; all values validated."""
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# the JSON types of config.json's entries (TrainConfig fields); None where "or null" is allowed
+SAVED_TYPES = {
+    "method": (lambda v: isinstance(v, str), "a string"),
+    "dataset": (lambda v: isinstance(v, str), "a string"),
+    "data_dir": (lambda v: v is None or isinstance(v, str), "a folder name or null"),
+    "hidden": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_int, v)),
+               "a list of integers"),
+    "num_steps": (_is_int, "an integer"), "epochs": (_is_int, "an integer"),
+    "batch_size": (_is_int, "an integer"), "seed": (_is_int, "an integer"),
+    "trials": (_is_int, "an integer"),
+    "lr_step": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "t_max": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "lr": (_is_number, "a number"), "grad_clip": (_is_number, "a number"),
+    "lr_gamma": (lambda v: _is_number(v) and math.isfinite(v) and v > 0, "a number > 0"),
+    "single_spike": (lambda v: isinstance(v, bool), "true or false"),
+    "max_train": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "max_eval": (lambda v: v is None or _is_int(v), "an integer or null"),
+}
+
+
+def check_saved_config(saved, path: str) -> dict:
+    """``saved`` (config.json of a run) if it is a JSON object whose known entries have the
+    right types; else a one-line ``ValueError`` naming ``path`` and the bad entry.
+
+    >>> check_saved_config({"hidden": "abc"}, "run/config.json")
+    Traceback (most recent call last):
+    ValueError: run/config.json: bad "hidden" (must be a list of integers, got 'abc')
+    """
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a run configuration (a JSON object), "
+                         f"but a JSON {type(saved).__name__}")
+    for key, (test, what) in SAVED_TYPES.items():
+        if key in saved and not test(saved[key]):
+            shown = " ".join(repr(saved[key]).split())[:60]
+            raise ValueError(f'{path}: bad "{key}" (must be {what}, got {shown})')
+    return saved
+
+
+def resolve_config(args, saved: dict | None, saved_path: str = "config.json") -> TrainConfig:
+    """Flags over the saved run (``--resume``, from ``saved_path``) over the defaults; all
+    values validated. A bad saved value gives an error naming ``saved_path``."""
+    for flag, v in (("--checkpoint-every", args.checkpoint_every), ("--workers", args.workers)):
+        _check(v >= 0, f"{flag} must be >= 0, got {v}")
     given = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
     if saved is not None:
+        check_saved_config(saved, saved_path)
         for k, v in given.items():
             if k in saved and saved[k] != v:
                 flag = "--" + k.replace("_", "-")
@@ -79,6 +129,14 @@ def resolve_config(args, saved: dict | None) -> TrainConfig:
                                  f"leave it out or use another --out")
         given = {**{k: v for k, v in saved.items() if k in {f.name for f in fields(TrainConfig)}},
                  **given}
+        try:  # every flag given equals the saved value here: a failed check is the file's
+            return _validated(given)
+        except ValueError as exc:
+            raise ValueError(f"{saved_path}: bad run configuration ({exc})") from None
+    return _validated(given)
+
+
+def _validated(given: dict) -> TrainConfig:
     dataset = given.get("dataset", "mnist")
     embedded = dataset == "nmnist-sim" or (dataset == "mnist" and not given.get("data_dir"))
     defaults = {"num_steps": 300 if dataset in EVENT_DATASETS else 100,
@@ -89,12 +147,12 @@ def resolve_config(args, saved: dict | None) -> TrainConfig:
            f"{', '.join(PRESETS)}")
     _check(cfg.dataset in DATASETS, f"unknown data set {cfg.dataset!r}; choose one of "
            f"{', '.join(DATASETS)}")
+    _check(not (cfg.dataset == "nmnist-sim" and cfg.data_dir is not None),
+           "--data-dir: nmnist-sim is generated, it takes no data folder")
     for flag, v in (("--epochs", cfg.epochs), ("--trials", cfg.trials),
                     ("--num-steps", cfg.num_steps), ("--batch-size", cfg.batch_size),
                     ("--max-train", cfg.max_train), ("--max-eval", cfg.max_eval)):
         _check(v is None or v >= 1, f"{flag} must be a positive integer, got {v}")
-    for flag, v in (("--checkpoint-every", args.checkpoint_every), ("--workers", args.workers)):
-        _check(v >= 0, f"{flag} must be >= 0, got {v}")
     _check(all(h >= 1 for h in cfg.hidden), f"--hidden sizes must be positive, got {cfg.hidden}")
     _check(math.isfinite(cfg.lr) and 0 < cfg.lr <= 10, f"--lr must be in (0, 10], got {cfg.lr}")
     _check(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0,
@@ -112,8 +170,7 @@ def setup_distributed(device: str):
     """``(rank, world, device)``; joins the process group when started by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    common.check_device(device)
     if world <= 1:
         return 0, 1, "cuda" if use_cuda else "cpu"
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -128,6 +185,9 @@ def setup_distributed(device: str):
 def prepare_out(args, rt: Runtime):
     """Check/create the output folder on rank 0; returns (out, saved config or None)."""
     def prepare():
+        if args.out is not None and not args.out.strip():
+            raise ValueError("--out is empty; give a folder name (or leave --out out for "
+                             "runs/train-<date>-<time>)")
         if args.resume and not args.out:
             raise ValueError("--resume needs --out DIR, the folder of the run to continue")
         out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
@@ -136,8 +196,14 @@ def prepare_out(args, rt: Runtime):
             if not os.path.exists(cfg_path):
                 raise FileNotFoundError(f"--resume: no run to resume in {out} (no config.json)")
             import json
-            with open(cfg_path) as fh:
-                return out, json.load(fh)
+            try:
+                with open(cfg_path, encoding="utf-8") as fh:
+                    saved = json.load(fh)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                reason = getattr(exc, "msg", None) or exc.__class__.__name__
+                raise ValueError(f"{cfg_path} is not valid JSON ({reason}); the run cannot be "
+                                 f"resumed") from None
+            return out, check_saved_config(saved, cfg_path)
         if os.path.exists(cfg_path):
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose "
                              f"another --out")
@@ -154,9 +220,10 @@ def run(args) -> int:
     try:
         resolve_config(args, None)  # check the flags early, on every rank
         out, saved = prepare_out(args, rt)
-        cfg = resolve_config(args, saved)
+        cfg = resolve_config(args, saved, os.path.join(out, "config.json"))
         rt.ddp = world > 1 and cfg.trials == 1
         splits = load_splits(cfg, device)  # before config.json: a missing data set is no run
+        check_network_fits(cfg, splits["train"].features, device)  # nor is a network too big
         if rank == 0 and saved is None:
             common.atomic_write_json(os.path.join(out, "config.json"), asdict(cfg))
         t0 = time.time()
@@ -171,7 +238,7 @@ def run(args) -> int:
             results.append(train_trial(
                 cfg, trial, tdir, splits, rt,
                 on_epoch=lambda d, rec, title=title: plot_curves(
-                    common.read_jsonl(os.path.join(d, "metrics.jsonl")),
+                    read_metrics(os.path.join(d, "metrics.jsonl")),
                     os.path.join(d, "curves.png"), title)))
         if world > 1 and not rt.ddp:
             gathered = [None] * world
@@ -190,11 +257,31 @@ def run(args) -> int:
     return 0
 
 
+PLOTTED = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "val_spikes_per_sample",
+           "val_spikes_to_decision")
+
+
+def read_metrics(path: str) -> list:
+    """The records of a metrics.jsonl; one-line ``ValueError`` naming ``path`` for a record that
+    lacks a plotted number (``null``, a NaN, is allowed) or has a bad trial number."""
+    records = common.read_jsonl(path)
+    for i, rec in enumerate(records, 1):
+        for key in PLOTTED:
+            if key not in rec:
+                raise ValueError(f"{path}: record {i} lacks {key!r}")
+            if not (rec[key] is None or _is_number(rec[key])):
+                raise ValueError(f"{path}: record {i} has a non-numeric {key!r}")
+        if not _is_int(rec.get("trial", 0)):
+            raise ValueError(f"{path}: record {i} has a bad 'trial' ({rec['trial']!r:.40})")
+    return records
+
+
 def plot_curves(records: list, path: str, title: str = "") -> None:
     """Learning curves (loss, accuracy, spikes per sample vs epoch) as one PNG, atomically."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(11, 3.2))
     axes = fig.subplots(1, 3)
+    records = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in records]
     for key in sorted({r.get("trial", 0) for r in records}):
         rs = [r for r in records if r.get("trial", 0) == key]
         ep = [r["epoch"] for r in rs]
@@ -230,7 +317,7 @@ def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: f
     if cfg.trials > 1:
         recs = []
         for r in results:
-            recs += common.read_jsonl(os.path.join(out, f"trial-{r['trial']}", "metrics.jsonl"))
+            recs += read_metrics(os.path.join(out, f"trial-{r['trial']}", "metrics.jsonl"))
         if recs:
             plot_curves(recs, os.path.join(out, "curves.png"), f"{cfg.method} on {cfg.dataset}")
     acc, sp = summary["accuracy"], summary["spikes_per_sample"]
