@@ -16,7 +16,7 @@ TINY = ["--hidden", "100", "--num-steps", "30", "--batch-size", "16", "--max-tra
 
 
 def cli(*args, env=None, timeout=240):
-    full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
+    full_env = {"OMP_NUM_THREADS": "2", **os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "antlr_snn", *map(str, args)], env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
