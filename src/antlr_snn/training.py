@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from antlr_snn import decode, encode, losses
 from antlr_snn.experiments import common
+from antlr_snn.checkpoints import CHECKPOINT_FORMAT, check_checkpoint, state_dict_problem
 from antlr_snn.layers import SpikingNetwork
 
 PRESETS = {
@@ -35,7 +36,6 @@ PRESETS = {
     "bptt": {"loss": "count", "extra": None, "decision": "most_spikes"},
 }
 EVENT_DATASETS = ("nmnist", "nmnist-sim")
-CHECKPOINT_FORMAT = "antlr-snn/1"
 PAUSE_ENV = "ANTLR_SNN_PAUSE_AT_STEP"  # test hook: stop (sleep) after this global step
 
 
@@ -236,133 +236,6 @@ def model_metadata(net: SpikingNetwork, cfg: TrainConfig) -> dict:
             "t_max": cfg.t_max, "decision": cfg.preset["decision"]}
 
 
-DECISIONS = ("earliest_spike", "most_spikes")
-
-
-def _is_int(v, low: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# what each use of a checkpoint needs: key -> (test, what it must be)
-_MODEL_KEYS = {
-    "sizes": (lambda v: isinstance(v, (list, tuple)) and len(v) >= 2
-              and all(_is_int(n, 1) for n in v), "a list of >= 2 positive layer sizes"),
-    "method": (lambda v: v in PRESETS, f"one of {', '.join(PRESETS)}"),
-    "single_spike": (lambda v: isinstance(v, bool), "true or false"),
-    "lif": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x)
-                                                  for k, x in v.items()),
-            "a dict of neuron parameters"),
-    "state_dict": (lambda v: isinstance(v, dict) and all(isinstance(x, torch.Tensor)
-                                                         for x in v.values()),
-                   "a dict of tensors"),
-}
-_EVALUATE_KEYS = {
-    "decision": (lambda v: v in DECISIONS, f"one of {', '.join(DECISIONS)}"),
-    "dataset": (lambda v: isinstance(v, str), "a data set name"),
-    "num_steps": (lambda v: _is_int(v, 1), "a positive integer"),
-    "t_max": (lambda v: _is_int(v, 1), "a positive integer"),
-}
-_STATE_KEYS = {
-    "epoch": lambda v: _is_int(v), "step": lambda v: _is_int(v),
-    "global_step": lambda v: _is_int(v), "best_epoch": lambda v: _is_int(v),
-    "metrics_bytes": lambda v: _is_int(v), "best_val": _is_number, "wall": _is_number,
-    "finished": lambda v: isinstance(v, bool),
-    "result": lambda v: v is None or isinstance(v, dict),
-    "sums": lambda v: isinstance(v, torch.Tensor) and v.shape == (5,),
-    "gen_epoch_start": lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8,
-}
-_RESUME_KEYS = {
-    "optimizer": (lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
-                  "an optimizer state (a dict with state and param_groups)"),
-    "scheduler": (lambda v: isinstance(v, dict), "a learning-rate scheduler state (a dict)"),
-    "state": (lambda v: isinstance(v, dict), "the training progress (a dict)"),
-    "rng": (lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v),
-            "the random number generator states"),
-}
-
-
-def _shown(v) -> str:
-    text = " ".join(repr(v).split())
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -> None:
-    """One-line ``ValueError`` naming ``path`` and the problem for a checkpoint that cannot
-    serve ``use``: ``"model"`` (rebuild the network), ``"evaluate"`` (also code the input and
-    decide) or ``"resume"`` (also optimizer, scheduler, progress and RNG states); with
-    ``sizes``, also for a network of another size.
-
-    >>> ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": {}, "sizes": [4, 3, 10],
-    ...         "method": "antlr", "single_spike": False, "lif": {}, "decision": "latest",
-    ...         "dataset": "mnist", "num_steps": 100, "t_max": 24}
-    >>> check_checkpoint(ckpt, "best.pt", use="model")
-    >>> check_checkpoint(ckpt, "best.pt")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ValueError: checkpoint best.pt: bad 'decision' (must be one of ...; got 'latest')
-    >>> check_checkpoint({**ckpt, "decision": "most_spikes"}, "best.pt", use="resume")
-    ... # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ValueError: checkpoint best.pt lacks 'optimizer', needed to resume (it holds only a model, ...)
-    """
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
-            or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an antlr-snn training checkpoint")
-    if use not in ("model", "evaluate", "resume"):
-        raise ValueError(f"unknown checkpoint use {use!r}")
-    needs = dict(_MODEL_KEYS)
-    if use in ("evaluate", "resume"):
-        needs.update(_EVALUATE_KEYS)
-    if use == "resume":
-        needs.update(_RESUME_KEYS)
-    for key, (test, what) in needs.items():
-        if key not in ckpt:
-            hint = (", needed to resume (it holds only a model, as best.pt does)"
-                    if key in _RESUME_KEYS else "")
-            raise ValueError(f"checkpoint {path} lacks {key!r}{hint}")
-        if not test(ckpt[key]):
-            raise ValueError(f"checkpoint {path}: bad {key!r} (must be {what}; "
-                             f"got {_shown(ckpt[key])})")
-    if use == "resume":
-        for key, test in _STATE_KEYS.items():
-            if key not in ckpt["state"]:
-                raise ValueError(f"checkpoint {path} lacks 'state' entry {key!r} (needed to "
-                                 f"resume)")
-            if not test(ckpt["state"][key]):
-                raise ValueError(f"checkpoint {path}: bad 'state' entry {key!r} "
-                                 f"(got {_shown(ckpt['state'][key])})")
-    if sizes is not None and list(ckpt["sizes"]) != list(sizes):
-        have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
-        raise ValueError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
-
-
-def network_from_checkpoint(ckpt: dict, path: str = "checkpoint",
-                            use: str = "evaluate") -> SpikingNetwork:
-    """The network saved in ``ckpt`` (read from ``path``), after :func:`check_checkpoint`."""
-    check_checkpoint(ckpt, path, use=use)
-    try:
-        net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"],
-                             single_spike=ckpt["single_spike"], **ckpt["lif"])
-    except (TypeError, ValueError) as exc:  # unknown or out-of-range neuron parameters
-        raise ValueError(f"checkpoint {path}: bad 'lif' ({common.one_line(exc)})") from None
-    try:
-        net.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the network it describes "
-                         f"({_state_dict_problem(exc)})") from None
-    return net
-
-
-def _state_dict_problem(exc: RuntimeError) -> str:
-    """The first specific line of a ``load_state_dict`` error (missing keys, shape mismatch)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
-    return detail if len(detail) <= 200 else detail[:197] + "..."
-
-
 # ----------------------------------------------------------------------------- steps
 
 def _decide(out, decision: str) -> torch.Tensor:
@@ -531,7 +404,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
             sched.load_state_dict(ckpt["scheduler"])
             common.set_rng_state(ckpt["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            reason = (_state_dict_problem(exc) if isinstance(exc, RuntimeError)
+            reason = (state_dict_problem(exc) if isinstance(exc, RuntimeError)
                       else common.one_line(exc))
             raise ValueError(f"checkpoint {path['ckpt']} cannot be resumed: its saved states do "
                              f"not fit this run ({type(exc).__name__}: {reason})") from None
@@ -619,7 +492,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
         net.load_state_dict(best)
     except RuntimeError as exc:
         raise ValueError(f"{path['best']}: weights do not fit the network it describes "
-                         f"({_state_dict_problem(exc)})") from None
+                         f"({state_dict_problem(exc)})") from None
     test = evaluate(net, splits["test"], decision, rt, rt.workers)
     result = {"trial": trial, "seed": seed, "best_epoch": st["best_epoch"],
               "val_accuracy": st["best_val"], **{f"test_{k}": v for k, v in test.items()},

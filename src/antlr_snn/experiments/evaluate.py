@@ -13,9 +13,9 @@ import argparse
 import json
 import os
 
+from antlr_snn.checkpoints import network_from_checkpoint
 from antlr_snn.experiments import common
-from antlr_snn.training import (EVENT_DATASETS, TrainConfig, evaluate, load_splits,
-                                network_from_checkpoint)
+from antlr_snn.training import EVENT_DATASETS, TrainConfig, evaluate, load_splits
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from dataclasses import asdict, fields
 import torch
 import torch.distributed as dist
 
+from antlr_snn.checkpoints import is_int, is_number
 from antlr_snn.experiments import common
 from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig,
                                 check_network_fits, from_lead, load_splits, train_trial)
@@ -68,31 +69,23 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 # the JSON types of config.json's entries (TrainConfig fields); None where "or null" is allowed
 SAVED_TYPES = {
     "method": (lambda v: isinstance(v, str), "a string"),
     "dataset": (lambda v: isinstance(v, str), "a string"),
     "data_dir": (lambda v: v is None or isinstance(v, str), "a folder name or null"),
-    "hidden": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_int, v)),
+    "hidden": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(is_int, v)),
                "a list of integers"),
-    "num_steps": (_is_int, "an integer"), "epochs": (_is_int, "an integer"),
-    "batch_size": (_is_int, "an integer"), "seed": (_is_int, "an integer"),
-    "trials": (_is_int, "an integer"),
-    "lr_step": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "t_max": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "lr": (_is_number, "a number"), "grad_clip": (_is_number, "a number"),
-    "lr_gamma": (lambda v: _is_number(v) and math.isfinite(v) and v > 0, "a number > 0"),
+    "num_steps": (is_int, "an integer"), "epochs": (is_int, "an integer"),
+    "batch_size": (is_int, "an integer"), "seed": (is_int, "an integer"),
+    "trials": (is_int, "an integer"),
+    "lr_step": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+    "t_max": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+    "lr": (is_number, "a number"), "grad_clip": (is_number, "a number"),
+    "lr_gamma": (lambda v: is_number(v) and math.isfinite(v) and v > 0, "a number > 0"),
     "single_spike": (lambda v: isinstance(v, bool), "true or false"),
-    "max_train": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "max_eval": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "max_train": (lambda v: v is None or is_int(v), "an integer or null"),
+    "max_eval": (lambda v: v is None or is_int(v), "an integer or null"),
 }
 
 
@@ -269,9 +262,9 @@ def read_metrics(path: str) -> list:
         for key in PLOTTED:
             if key not in rec:
                 raise ValueError(f"{path}: record {i} lacks {key!r}")
-            if not (rec[key] is None or _is_number(rec[key])):
+            if not (rec[key] is None or is_number(rec[key])):
                 raise ValueError(f"{path}: record {i} has a non-numeric {key!r}")
-        if not _is_int(rec.get("trial", 0)):
+        if not is_int(rec.get("trial", 0)):
             raise ValueError(f"{path}: record {i} has a bad 'trial' ({rec['trial']!r:.40})")
     return records
 

@@ -1,0 +1,145 @@
+"""Checkpoints written by :mod:`antlr_snn.training`: what each use needs, and the network in one.
+
+A checkpoint is a dict saved with ``torch.save``: ``format`` (:data:`CHECKPOINT_FORMAT`), the
+model (``sizes``, ``method``, ``single_spike``, ``lif``, ``state_dict``), how its input was coded
+and decided (``dataset``, ``num_steps``, ``t_max``, ``decision``) and, in ``checkpoint.pt`` but
+not ``best.pt``, everything needed to resume (``optimizer``, ``scheduler``, ``state``, ``rng``).
+:func:`check_checkpoint` turns a damaged or foreign file into one ``ValueError`` that names the
+file and the key at fault.
+"""
+from __future__ import annotations
+
+import torch
+
+from antlr_snn.experiments import common
+from antlr_snn.layers import SpikingNetwork
+from antlr_snn.methods import METHODS
+
+CHECKPOINT_FORMAT = "antlr-snn/1"
+
+DECISIONS = ("earliest_spike", "most_spikes")
+
+
+def is_int(v, low=None) -> bool:
+    """An int (not a bool), at least ``low`` when given."""
+    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# what each use of a checkpoint needs: key -> (test, what it must be)
+_MODEL_KEYS = {
+    "sizes": (lambda v: isinstance(v, (list, tuple)) and len(v) >= 2
+              and all(is_int(n, 1) for n in v), "a list of >= 2 positive layer sizes"),
+    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
+    "single_spike": (lambda v: isinstance(v, bool), "true or false"),
+    "lif": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and is_number(x)
+                                                  for k, x in v.items()),
+            "a dict of neuron parameters"),
+    "state_dict": (lambda v: isinstance(v, dict) and all(isinstance(x, torch.Tensor)
+                                                         for x in v.values()),
+                   "a dict of tensors"),
+}
+_EVALUATE_KEYS = {
+    "decision": (lambda v: v in DECISIONS, f"one of {', '.join(DECISIONS)}"),
+    "dataset": (lambda v: isinstance(v, str), "a data set name"),
+    "num_steps": (lambda v: is_int(v, 1), "a positive integer"),
+    "t_max": (lambda v: is_int(v, 1), "a positive integer"),
+}
+_STATE_KEYS = {
+    "epoch": lambda v: is_int(v, 0), "step": lambda v: is_int(v, 0),
+    "global_step": lambda v: is_int(v, 0), "best_epoch": lambda v: is_int(v, 0),
+    "metrics_bytes": lambda v: is_int(v, 0), "best_val": is_number, "wall": is_number,
+    "finished": lambda v: isinstance(v, bool),
+    "result": lambda v: v is None or isinstance(v, dict),
+    "sums": lambda v: isinstance(v, torch.Tensor) and v.shape == (5,),
+    "gen_epoch_start": lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8,
+}
+_RESUME_KEYS = {
+    "optimizer": (lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
+                  "an optimizer state (a dict with state and param_groups)"),
+    "scheduler": (lambda v: isinstance(v, dict), "a learning-rate scheduler state (a dict)"),
+    "state": (lambda v: isinstance(v, dict), "the training progress (a dict)"),
+    "rng": (lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v),
+            "the random number generator states"),
+}
+
+
+def _shown(v) -> str:
+    text = " ".join(repr(v).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -> None:
+    """One-line ``ValueError`` naming ``path`` and the problem for a checkpoint that cannot
+    serve ``use``: ``"model"`` (rebuild the network), ``"evaluate"`` (also code the input and
+    decide) or ``"resume"`` (also optimizer, scheduler, progress and RNG states); with
+    ``sizes``, also for a network of another size.
+
+    >>> ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": {}, "sizes": [4, 3, 10],
+    ...         "method": "antlr", "single_spike": False, "lif": {}, "decision": "latest",
+    ...         "dataset": "mnist", "num_steps": 100, "t_max": 24}
+    >>> check_checkpoint(ckpt, "best.pt", use="model")
+    >>> check_checkpoint(ckpt, "best.pt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: checkpoint best.pt: bad 'decision' (must be one of ...; got 'latest')
+    >>> check_checkpoint({**ckpt, "decision": "most_spikes"}, "best.pt", use="resume")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: checkpoint best.pt lacks 'optimizer', needed to resume (it holds only a model, ...)
+    """
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
+            or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not an antlr-snn training checkpoint")
+    if use not in ("model", "evaluate", "resume"):
+        raise ValueError(f"unknown checkpoint use {use!r}")
+    needs = dict(_MODEL_KEYS)
+    if use in ("evaluate", "resume"):
+        needs.update(_EVALUATE_KEYS)
+    if use == "resume":
+        needs.update(_RESUME_KEYS)
+    for key, (test, what) in needs.items():
+        if key not in ckpt:
+            hint = (", needed to resume (it holds only a model, as best.pt does)"
+                    if key in _RESUME_KEYS else "")
+            raise ValueError(f"checkpoint {path} lacks {key!r}{hint}")
+        if not test(ckpt[key]):
+            raise ValueError(f"checkpoint {path}: bad {key!r} (must be {what}; "
+                             f"got {_shown(ckpt[key])})")
+    if use == "resume":
+        for key, test in _STATE_KEYS.items():
+            if key not in ckpt["state"]:
+                raise ValueError(f"checkpoint {path} lacks 'state' entry {key!r} (needed to "
+                                 f"resume)")
+            if not test(ckpt["state"][key]):
+                raise ValueError(f"checkpoint {path}: bad 'state' entry {key!r} "
+                                 f"(got {_shown(ckpt['state'][key])})")
+    if sizes is not None and list(ckpt["sizes"]) != list(sizes):
+        have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
+        raise ValueError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
+
+
+def network_from_checkpoint(ckpt: dict, path: str = "checkpoint",
+                            use: str = "evaluate") -> SpikingNetwork:
+    """The network saved in ``ckpt`` (read from ``path``), after :func:`check_checkpoint`."""
+    check_checkpoint(ckpt, path, use=use)
+    try:
+        net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"],
+                             single_spike=ckpt["single_spike"], **ckpt["lif"])
+    except (TypeError, ValueError) as exc:  # unknown or out-of-range neuron parameters
+        raise ValueError(f"checkpoint {path}: bad 'lif' ({common.one_line(exc)})") from None
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the network it describes "
+                         f"({state_dict_problem(exc)})") from None
+    return net
+
+
+def state_dict_problem(exc: RuntimeError) -> str:
+    """The first specific line of a ``load_state_dict`` error (missing keys, shape mismatch)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+    return detail if len(detail) <= 200 else detail[:197] + "..."
