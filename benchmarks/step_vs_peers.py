@@ -31,14 +31,12 @@ the working memory of a step above model, optimiser state and data. It is taken 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile

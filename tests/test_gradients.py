@@ -5,7 +5,6 @@ import torch
 
 import reference as ref
 from antlr_snn import LIFLayer, SpikingNetwork, SpikeOutput
-from antlr_snn.neuron import LIFParameters
 
 
 

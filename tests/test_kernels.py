@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from antlr_snn import LIFLayer, SpikingNetwork, kernels
+from antlr_snn import SpikingNetwork, kernels
 from antlr_snn.neuron import LIFParameters
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from antlr_snn import cli
 from antlr_snn.experiments import landscape as ls

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from antlr_snn import LIFLayer, SpikeOutput, SpikingNetwork, losses
+from antlr_snn import SpikeOutput, SpikingNetwork, losses
 
 
 def leaf_output(T=12, B=3, N=4, p=0.3, seed=0):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from antlr_snn import SpikingNetwork, losses
+from antlr_snn import losses
 from antlr_snn.experiments import spike_train as st
 from antlr_snn.layers import SpikeOutput
 
