@@ -116,6 +116,8 @@ def _damaged(run_dir, tmp_path, change, name="best.pt"):
     (lambda c: c.update(method="hebb"), ["bad 'method'", "antlr"]),
     (lambda c: c.update(lif={"alpha_v": 5.0}), ["bad 'lif'", "alpha_v"]),
     (lambda c: c.update(dataset="cifar"), ["unknown data set 'cifar'"]),
+    (lambda c: c["state_dict"]["layers.0.weight"].view(-1)[7].fill_(float("nan")),
+     ["'layers.0.weight'", "NaN or infinite"]),
 ])
 def test_evaluate_rejects_damaged_checkpoints(run_dir, tmp_path, capsys, change, needles):
     path = _damaged(run_dir, tmp_path, change)

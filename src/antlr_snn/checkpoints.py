@@ -108,6 +108,10 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
         if not test(ckpt[key]):
             raise ValueError(f"checkpoint {path}: bad {key!r} (must be {what}; "
                              f"got {_shown(ckpt[key])})")
+    for name, t in ckpt["state_dict"].items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"checkpoint {path}: {name!r} holds NaN or infinite values "
+                             f"(the run that wrote it diverged)")
     if use == "resume":
         for key, test in _STATE_KEYS.items():
             if key not in ckpt["state"]:
