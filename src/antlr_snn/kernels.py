@@ -12,11 +12,12 @@ Two implementations of each:
   gradient by gathering/scattering weight rows per spike instead of dense products.
 
 The public functions (``events``, ``project``, ``weight_grad``, ``lif_recurrence``,
-``lif_layer``, ``adjoint_recurrence``, ``lif_backward``, ``input_grads``, ``bptt``,
-``binary_check``) dispatch: the fast path is taken only for CPU tensors of dtype
+``lif_layer``, ``adjoint_recurrence``, ``lif_backward``, ``input_grads``, ``bptt_forward``,
+``bptt_backward``, ``binary_check``) dispatch: the fast path is taken only for CPU tensors of dtype
 float32/float64 with the backend ``"auto"``; CUDA and every other case use the reference
-(the ``lif_backward``/``input_grads``/``bptt`` helpers return None there and the callers in
-:mod:`antlr_snn.methods` run their pure-PyTorch code).
+(the ``lif_backward``/``input_grads``/``bptt_forward`` helpers return None there and the
+callers in :mod:`antlr_snn.methods` run their pure-PyTorch code). This module computes; the
+autograd Functions that use it live in :mod:`antlr_snn.methods`.
 Spikes from the fast path equal the reference's exactly (up to ties of V with the threshold
 within rounding, which the tests never meet); real numbers agree to rounding (~1e-15 relative
 in float64), because sums may be formed in another order.
@@ -54,7 +55,8 @@ from antlr_snn.neuron import adjoint_recurrence as reference_adjoint_recurrence
 from antlr_snn.neuron import lif_recurrence as reference_lif_recurrence
 
 __all__ = ["project", "weight_grad", "lif_recurrence", "lif_layer", "adjoint_recurrence",
-           "lif_backward", "events", "input_grads", "binary_check", "zeros_like", "bptt", "Events",
+           "lif_backward", "events", "input_grads", "binary_check", "zeros_like", "bptt_forward",
+           "bptt_backward", "Events",
            "reference_project", "reference_weight_grad", "reference_lif_recurrence",
            "reference_adjoint_recurrence", "get_backend", "set_backend", "use_backend",
            "fast_available", "BACKENDS", "SPARSE_MAX_DENSITY", "NARROW_LAYER",
@@ -536,71 +538,45 @@ def binary_check(x: torch.Tensor) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------- BPTT
-class _BPTTFunction(torch.autograd.Function):
-    """Eq. 1-3 with the reset path attached (Fig. 2a), forward and backward compiled.
-
-    Gives the same numbers as autograd through :func:`antlr_snn.methods.bptt_forward`.
-    """
-
-    @staticmethod
-    def forward(ctx, s_in, weight, bias, p: LIFParameters, single_spike: bool):
-        ev = events(s_in, weight)
-        bias_view = bias.reshape((weight.shape[0],) if weight.dim() == 2
-                                 else (weight.shape[0], 1, weight.shape[1]))
-        if ev is not None:
-            out = _lif_forward(bias_view, p, single_spike, True, s_in=s_in, weight=weight, events=ev)
-        else:
-            out = _lif_forward(bias_view, p, single_spike, True, x=project(s_in, weight))
-        S, V, I = out
-        ctx.save_for_backward(s_in, weight, S, V, I)
-        ctx.p, ctx.single, ctx.events = p, single_spike, ev
-        ctx.set_materialize_grads(False)
-        return S, V
-
-    @staticmethod
-    def backward(ctx, grad_s, grad_v):
-        import numpy as np
-        s_in, weight, S, V, I = ctx.saved_tensors
-        p = ctx.p
-        nk = _numba()
-        T, n = S.shape[0], S.shape[-1]
-        shape3 = (T, -1, n)
-        dummy = np.zeros((1, 1, 1), dtype=_np(S).dtype)
-        GI = _surrogate(V, p)  # sigma(V); overwritten in place by dL/dI, row by row
-        gvsum = torch.empty(S.shape[1:], dtype=S.dtype)
-        flags = np.array([grad_s is not None, grad_v is not None, bool(ctx.single)], dtype=np.bool_)
-        arr = lambda t: dummy if t is None else _np(t).reshape(shape3)  # noqa: E731
-        S3 = _np(S).reshape(shape3)
-        _run_rows(nk.bptt_backward, S3.shape[1], S.numel(), arr(grad_s), arr(grad_v), arr(GI), S3, _np(V).reshape(shape3), _np(I).reshape(shape3), _consts(p, S.dtype), flags,
-                  GI.numpy().reshape(shape3), gvsum.numpy().reshape(-1, n))
-        calls["bptt_backward"] += 1
-        need_s, need_w, need_b = ctx.needs_input_grad[:3]
-        gs_in = gw = gb = None
-        if need_w:
-            gw = weight_grad(GI, s_in, events=ctx.events)
-            gw = gw if p.beta_i == 1.0 else gw.mul_(p.beta_i)
-        if need_b:
-            bshape = (weight.shape[0],) if weight.dim() == 2 else (weight.shape[0], 1, weight.shape[1])
-            gb = p.beta_bias * gvsum.sum_to_size(bshape).reshape(weight.shape[:-1])
-        if need_s:
-            narrow = input_grads(GI, None, weight, s_in, p, True, False)
-            gs_in = narrow[0] if narrow is not None else (GI @ weight).mul_(p.beta_i)  # dense
-        return gs_in, gw, gb, None, None
-
-
-def bptt(s_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, p: LIFParameters,
-         single_spike: bool = False):
-    """Compiled BPTT layer ``(S, V)``, or None where the fast path does not apply."""
-    if not (_fast(s_in, weight, bias) and s_in.dim() >= 2
+def bptt_forward(s_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, p: LIFParameters,
+                 single_spike: bool = False, keep_current: bool = True):
+    """Compiled Eq. 1-3 keeping the current I for the BPTT adjoint: ``(S, V, I, events)``
+    (I is None without ``keep_current``), or None where the fast path does not apply.
+    ``bias`` is ``[N]`` or ``[R, N]`` (replicas)."""
+    if not (_fast(s_in, weight, bias) and s_in.dim() >= 2 and s_in.shape[-1] == weight.shape[-1]
             and _replica_layout(tuple(s_in.shape), weight) is not None):
-        return None
-    if s_in.shape[-1] != weight.shape[-1]:
         return None
     bias_view = bias.reshape((weight.shape[0],) if weight.dim() == 2
                              else (weight.shape[0], 1, weight.shape[1]))
     if _bias_rows(bias_view, tuple(s_in.shape[:-1]) + (weight.shape[-2],)) is None:
         return None
-    if not (torch.is_grad_enabled()
-            and any(t.requires_grad for t in (s_in, weight, bias))):  # inference: no I, no graph
-        return lif_layer(s_in, weight, bias_view, p, single_spike, events(s_in, weight))
-    return _BPTTFunction.apply(s_in, weight, bias, p, bool(single_spike))
+    ev = events(s_in, weight)
+    if ev is not None:
+        out = _lif_forward(bias_view, p, single_spike, keep_current, s_in=s_in, weight=weight,
+                           events=ev)
+    else:
+        with torch.no_grad():
+            x = project(s_in, weight)
+        out = _lif_forward(bias_view, p, single_spike, keep_current, x=x)
+    return (*out, ev)
+
+
+def bptt_backward(grad_s, grad_v, S: torch.Tensor, V: torch.Tensor, I: torch.Tensor,
+                  p: LIFParameters, single_spike: bool):
+    """Compiled adjoint of Eq. 1-3 with the reset path attached: ``(dL/dI, sum_t dL/dV)``,
+    the latter of shape ``S.shape[1:]`` (for the bias). Inputs come from :func:`bptt_forward`."""
+    import numpy as np
+    nk = _numba()
+    T, n = S.shape[0], S.shape[-1]
+    shape3 = (T, -1, n)
+    dummy = np.zeros((1, 1, 1), dtype=_np(S).dtype)
+    GI = _surrogate(V, p)  # sigma(V); overwritten in place by dL/dI, row by row
+    gvsum = torch.empty(S.shape[1:], dtype=S.dtype)
+    flags = np.array([grad_s is not None, grad_v is not None, bool(single_spike)], dtype=np.bool_)
+    arr = lambda t: dummy if t is None else _np(t).reshape(shape3)  # noqa: E731
+    S3 = _np(S).reshape(shape3)
+    _run_rows(nk.bptt_backward, S3.shape[1], S.numel(), arr(grad_s), arr(grad_v), arr(GI), S3,
+              _np(V).reshape(shape3), _np(I).reshape(shape3), _consts(p, S.dtype), flags,
+              GI.numpy().reshape(shape3), gvsum.numpy().reshape(-1, n))
+    calls["bptt_backward"] += 1
+    return GI, gvsum

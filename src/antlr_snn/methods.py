@@ -143,16 +143,48 @@ class SurrogateSpike(torch.autograd.Function):
         return grad * surrogate(v, ctx.p), None
 
 
+class BPTTFunction(torch.autograd.Function):
+    """Eq. 1-3 with the reset path attached (Fig. 2a), forward and backward compiled
+    (:func:`kernels.bptt_forward`, :func:`kernels.bptt_backward`); the same numbers as
+    autograd through the reference loop of :func:`bptt_forward`."""
+
+    @staticmethod
+    def forward(ctx, s_in, weight, bias, p: LIFParameters, single_spike: bool, fast: tuple):
+        S, V, I, ev = fast
+        ctx.save_for_backward(s_in, weight, S, V, I)
+        ctx.p, ctx.single, ctx.events = p, single_spike, ev
+        ctx.set_materialize_grads(False)
+        return S, V
+
+    @staticmethod
+    def backward(ctx, grad_s, grad_v):
+        s_in, weight, S, V, I = ctx.saved_tensors
+        p = ctx.p
+        GI, gvsum = kernels.bptt_backward(grad_s, grad_v, S, V, I, p, ctx.single)
+        need_s, need_w, need_b = ctx.needs_input_grad[:3]
+        gs_in = gw = gb = None
+        if need_w:
+            gw = _scale_(kernels.weight_grad(GI, s_in, events=ctx.events), p.beta_i)
+        if need_b:
+            gb = p.beta_bias * gvsum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
+        if need_s:
+            narrow = kernels.input_grads(GI, None, weight, s_in, p, True, False)
+            gs_in = narrow[0] if narrow is not None else _scale_(GI @ weight, p.beta_i)
+        return gs_in, gw, gb, None, None, None
+
+
 def bptt_forward(s_in, weight, bias, p: LIFParameters, single_spike: bool = False):
     """RNN-like activation method (Fig. 2a): autograd through Eq. 1-3, reset path attached.
 
     The single-spike mask (neurons that already fired) is a constraint, not a dynamics path,
-    so it is detached. On CPU the loop and its backward run compiled (:func:`kernels.bptt`,
+    so it is detached. On CPU the loop and its backward run compiled (:class:`BPTTFunction`,
     same numbers); the loop below is the reference and the path for other devices.
     """
-    fast = kernels.bptt(s_in, weight, bias, p, single_spike)
-    if fast is not None:
-        return fast
+    infer = not (torch.is_grad_enabled() and any(t.requires_grad for t in (s_in, weight, bias)))
+    fast = kernels.bptt_forward(s_in, weight, bias, p, single_spike, keep_current=not infer)
+    if fast is not None:  # inference: no current kept, no graph
+        return fast[:2] if infer else BPTTFunction.apply(s_in, weight, bias, p, bool(single_spike),
+                                                         fast)
     x = p.beta_i * kernels.project(s_in, weight)
     bias_term = p.beta_bias * _bias_view(bias, weight)
     i_t = torch.zeros_like(x[0])
