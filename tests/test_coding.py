@@ -70,6 +70,13 @@ def test_spike_counts_to_decision():
     assert c["to_decision"].tolist() == [3, 4]   # steps 0..3 inclusive: 2 hidden + 1 output
     assert c["hidden"].tolist() == [3, 4] and c["output"].tolist() == [2, 0]
     assert decode.decision_step(out).tolist() == [3, T - 1]
+    # one layer's spikes, as a tensor or a SpikeOutput: the output layer alone
+    for single in (outp, SpikeOutput(outp, z(outp), z(outp))):
+        c1 = decode.spike_counts(single)
+        assert c1["total"].tolist() == [2, 0] and c1["to_decision"].tolist() == [1, 0]
+        assert c1["hidden"].tolist() == [0, 0]
+    with pytest.raises(TypeError, match="SpikeOutput or a spike tensor"):
+        decode.spike_counts([outp])
 
 
 def test_bad_input_raises_clear_errors():
@@ -134,3 +141,4 @@ def test_synaptic_operations():
                       layers=(SpikeOutput(hid, z(hid), z(hid)), SpikeOutput(outp, z(outp), z(outp))))
     # sample 0: 3 inputs x 5 hidden + 1 hidden x 2 outputs; sample 1: 2 hidden x 2 outputs
     assert decode.synaptic_operations(x, out).tolist() == [17, 4]
+    assert decode.synaptic_operations(x, hid).tolist() == [15, 0]   # one layer: inputs x 5

@@ -73,16 +73,27 @@ def decision_step(out) -> torch.Tensor:
     return first.clamp_max(S.shape[0] - 1)
 
 
+def _layer_spikes(out) -> list:
+    """Spikes of every layer of ``out`` (a network's or a layer's output, or a spike tensor)."""
+    if isinstance(out, torch.Tensor):
+        return [out.detach()]
+    layers = getattr(out, "layers", ()) or (out,)
+    if not all(isinstance(getattr(l, "spikes", None), torch.Tensor) for l in layers):
+        raise TypeError(f"expected a SpikeOutput or a spike tensor, got {type(out).__name__}")
+    return [l.spikes.detach() for l in layers]
+
+
 def spike_counts(out) -> dict:
     """Hidden + output spikes per sample: ``total`` and ``to_decision`` (up to and including the
-    first output spike; every step if the output stays silent). Also ``hidden`` and ``output``."""
-    layers = getattr(out, "layers", ()) or (out,)
-    step = decision_step(out)
-    T = out.spikes.shape[0]
+    first output spike; every step if the output stays silent). Also ``hidden`` and ``output``.
+    ``out`` is a network's output (all its layers count) or one layer's output or spikes."""
+    spikes = _layer_spikes(out)
+    step = decision_step(spikes[-1])
+    T = spikes[-1].shape[0]
     upto = (torch.arange(T, device=step.device).reshape(T, *([1] * step.dim())) <= step).to(
-        out.spikes.dtype)
-    per_layer = [l.spikes.detach().sum(dim=(0, -1)) for l in layers]
-    upto_layer = [(l.spikes.detach() * upto.unsqueeze(-1)).sum(dim=(0, -1)) for l in layers]
+        spikes[-1].dtype)
+    per_layer = [s.sum(dim=(0, -1)) for s in spikes]
+    upto_layer = [(s * upto.unsqueeze(-1)).sum(dim=(0, -1)) for s in spikes]
     return {
         "total": sum(per_layer),
         "to_decision": sum(upto_layer),
@@ -94,12 +105,13 @@ def spike_counts(out) -> dict:
 def synaptic_operations(inputs: torch.Tensor, out) -> torch.Tensor:
     """SynOps per sample: every spike entering a layer costs one operation per target neuron.
 
-    ``inputs`` is the network's input ``[T, *batch, N_in]``; ``out`` its output (with ``.layers``).
-    The output layer's own spikes drive nothing and are not counted.
+    ``inputs`` is the network's input ``[T, *batch, N_in]``; ``out`` its output (with ``.layers``),
+    or one layer's output or spikes. The output layer's own spikes drive nothing and are not
+    counted.
     """
-    layers = getattr(out, "layers", ()) or (out,)
-    sources = [inputs.detach()] + [l.spikes.detach() for l in layers[:-1]]
-    return sum(s.sum(dim=(0, -1)) * l.spikes.shape[-1] for s, l in zip(sources, layers))
+    spikes = _layer_spikes(out)
+    sources = [inputs.detach()] + spikes[:-1]
+    return sum(s.sum(dim=(0, -1)) * l.shape[-1] for s, l in zip(sources, spikes))
 
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
