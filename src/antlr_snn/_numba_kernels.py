@@ -52,21 +52,25 @@ def scan_events(s, max_nnz, rowptr, idx, val):
     return nnz
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _gather_row(rowptr, idx, val, wr, row, out):
+    """``out = sum_e val[e] wr[idx[e]]`` over the events of CSR row ``row`` (``wr [K, N]``)."""
+    for n in range(out.shape[0]):
+        out[n] = 0
+    for e in range(rowptr[row], rowptr[row + 1]):
+        w = wr[idx[e]]
+        v = val[e]
+        for n in range(out.shape[0]):
+            out[n] += v * w[n]
+
+
 @njit(cache=True, nogil=True)
 def project_csr(rowptr, idx, val, wt, rows_per_rep, out):
     """``out[m] = sum_e val[e] wt[r, idx[e]]`` over the events of row m; ``wt [R, K, N]``."""
-    rows, N = out.shape
+    rows = out.shape[0]
     R = wt.shape[0]
     for m in range(rows):
-        r = (m // rows_per_rep) % R
-        o = out[m]
-        for n in range(N):
-            o[n] = 0
-        for e in range(rowptr[m], rowptr[m + 1]):
-            w = wt[r, idx[e]]
-            v = val[e]
-            for n in range(N):
-                o[n] += v * w[n]
+        _gather_row(rowptr, idx, val, wt[(m // rows_per_rep) % R], m, out[m])
 
 
 @njit(cache=True, nogil=True)
@@ -160,14 +164,7 @@ def lif_forward(x, sparse, rowptr, idx, val, wt, bias, rows_per_rep, c, single_s
             bterm[n] = bb * bias[r, n]
         for t in range(T):
             if sparse:
-                row = t * M + m
-                for n in range(N):
-                    xr[n] = 0
-                for e in range(rowptr[row], rowptr[row + 1]):
-                    w = wt[r, idx[e]]
-                    ve = val[e]
-                    for n in range(N):
-                        xr[n] += ve * w[n]
+                _gather_row(rowptr, idx, val, wt[r], t * M + m, xr)
                 xt = xr
             else:
                 xt = x[t, m]
