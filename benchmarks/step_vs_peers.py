@@ -136,6 +136,12 @@ class System:
             a.copy_(k1 * self.w1)
             b.copy_(k2 * self.w2)
 
+    def forward(self):  # (hidden spikes, output spikes)
+        raise NotImplementedError
+
+    def loss(self):  # the peers' loss: count loss with targets 1/0
+        return count_mse(self.forward()[1], self.labels)
+
     def make_opt(self):
         self.opt = adam(self.parameters(), lr=1e-3)  # torch's fused Adam, as the trainer uses
 
@@ -234,9 +240,6 @@ class SnnTorch(System):
         h = self._layer(self.fc1(self.x), self.lif1)
         return h, self._layer(self.fc2(h), self.lif2)
 
-    def loss(self):
-        return count_mse(self.forward()[1], self.labels)
-
 
 class SpikingJelly(System):
     name = "spikingjelly"
@@ -267,9 +270,6 @@ class SpikingJelly(System):
         self.functional.reset_net(self.mods)
         h = self.n1(self.fc1(self.x))
         return h, self.n2(self.fc2(h))
-
-    def loss(self):
-        return count_mse(self.forward()[1], self.labels)
 
 
 class Norse(System):
@@ -305,9 +305,6 @@ class Norse(System):
     def forward(self):
         h = self._layer(self.fc1(self.x), self.c1)
         return h, self._layer(self.fc2(h), self.c2)
-
-    def loss(self):
-        return count_mse(self.forward()[1], self.labels)
 
 
 def build(name, cfg, x, labels):
@@ -699,7 +696,7 @@ def write_report(res, path):
         "",
         "Produced by `python benchmarks/step_vs_peers.py` (peers: `pip install -e .[bench]`).",
         "",
-        f"## Latency-coded MNIST, 784-800-10, T = 100, batch 16, float32",
+        "## Latency-coded MNIST, 784-800-10, T = 100, batch 16, float32",
         "",
         f"Input: the same 16 real digits for every system, latency-coded "
         f"({res['input_spikes']:.0f} input spikes per sample). Median of alternating steps.",
