@@ -67,7 +67,8 @@ _RESUME_KEYS = {
 }
 
 
-def _shown(v) -> str:
+def shown(v) -> str:
+    """``repr(v)`` on one line, cut to 60 characters (for error messages)."""
     text = " ".join(repr(v).split())
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -107,7 +108,7 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
             raise ValueError(f"checkpoint {path} lacks {key!r}{hint}")
         if not test(ckpt[key]):
             raise ValueError(f"checkpoint {path}: bad {key!r} (must be {what}; "
-                             f"got {_shown(ckpt[key])})")
+                             f"got {shown(ckpt[key])})")
     for name, t in ckpt["state_dict"].items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"checkpoint {path}: {name!r} holds NaN or infinite values "
@@ -119,7 +120,7 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
                                  f"resume)")
             if not test(ckpt["state"][key]):
                 raise ValueError(f"checkpoint {path}: bad 'state' entry {key!r} "
-                                 f"(got {_shown(ckpt['state'][key])})")
+                                 f"(got {shown(ckpt['state'][key])})")
     if sizes is not None and list(ckpt["sizes"]) != list(sizes):
         have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
         raise ValueError(f"checkpoint {path} holds a {have} network, but this run needs {want}")

@@ -19,7 +19,7 @@ from dataclasses import asdict, fields
 import torch
 import torch.distributed as dist
 
-from antlr_snn.checkpoints import is_int, is_number
+from antlr_snn.checkpoints import is_int, is_number, shown
 from antlr_snn.experiments import common
 from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig,
                                 check_network_fits, from_lead, load_splits, train_trial)
@@ -79,8 +79,8 @@ SAVED_TYPES = {
     "num_steps": (is_int, "an integer"), "epochs": (is_int, "an integer"),
     "batch_size": (is_int, "an integer"), "seed": (is_int, "an integer"),
     "trials": (is_int, "an integer"),
-    "lr_step": (lambda v: is_int(v) and v >= 1, "a positive integer"),
-    "t_max": (lambda v: is_int(v) and v >= 1, "a positive integer"),
+    "lr_step": (lambda v: is_int(v, 1), "a positive integer"),
+    "t_max": (lambda v: is_int(v, 1), "a positive integer"),
     "lr": (is_number, "a number"), "grad_clip": (is_number, "a number"),
     "lr_gamma": (lambda v: is_number(v) and math.isfinite(v) and v > 0, "a number > 0"),
     "single_spike": (lambda v: isinstance(v, bool), "true or false"),
@@ -102,8 +102,7 @@ def check_saved_config(saved, path: str) -> dict:
                          f"but a JSON {type(saved).__name__}")
     for key, (test, what) in SAVED_TYPES.items():
         if key in saved and not test(saved[key]):
-            shown = " ".join(repr(saved[key]).split())[:60]
-            raise ValueError(f'{path}: bad "{key}" (must be {what}, got {shown})')
+            raise ValueError(f'{path}: bad "{key}" (must be {what}, got {shown(saved[key])})')
     return saved
 
 
