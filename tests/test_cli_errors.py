@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from antlr_snn.cli import main
+from antlr_snn.errors import UserError
 from antlr_snn.experiments import common
 
 TINY = ["--hidden", "20", "--num-steps", "30", "--max-train", "32", "--max-eval", "16",
@@ -63,7 +64,7 @@ class FailingEvents(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         if i > 0:
-            raise ValueError(f"/data/Train/3/{i:05d}.bin: length 248 bytes is not a multiple of 5")
+            raise UserError(f"/data/Train/3/{i:05d}.bin: length 248 bytes is not a multiple of 5")
         return torch.zeros(self.steps, 2312, dtype=torch.uint8), 0
 
 
@@ -76,8 +77,8 @@ def test_worker_error_gives_the_original_message(monkeypatch, tmp_path, capsys):
 
 
 def test_split_batches_unwraps_worker_errors():
-    from antlr_snn.training import Split, TrainConfig
-    split = Split(FailingEvents(), TrainConfig(num_steps=30), None, "cpu")
+    from antlr_snn.data.splits import Split
+    split = Split(FailingEvents(), num_steps=30)
     with pytest.raises(ValueError) as exc:
         list(split.batches([torch.arange(4)], workers=1))
     assert str(exc.value) == "/data/Train/3/00001.bin: length 248 bytes is not a multiple of 5"

@@ -34,10 +34,29 @@ def run_to_end(out, *extra):
     finish(start(out, *extra))
 
 
+# the CLI with training.train_step wrapped so that it announces and sleeps after step N
+PAUSING_CLI = """
+import sys, time
+import antlr_snn.training as training
+pause_at, done, step = int(sys.argv[1]), [0], training.train_step
+def pausing_step(*args, **kwargs):
+    out = step(*args, **kwargs)
+    done[0] += 1
+    if done[0] == pause_at:
+        print("PAUSED", done[0], flush=True)
+        time.sleep(3600)
+    return out
+training.train_step = pausing_step
+from antlr_snn.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def run_and_kill(out, step, *extra):
-    """Start a run that pauses after global step ``step``, then SIGKILL it there."""
-    proc = subprocess.Popen([sys.executable, "-m", "antlr_snn", *ARGS, "--out", str(out), *extra],
-                            env={**ENV, "ANTLR_SNN_PAUSE_AT_STEP": str(step)},
+    """Start a run that pauses after global step ``step`` (counted in this process, which
+    starts at the resumed step), then SIGKILL it there."""
+    proc = subprocess.Popen([sys.executable, "-c", PAUSING_CLI, str(step), *ARGS, "--out",
+                             str(out), *extra], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stdout:
@@ -85,7 +104,9 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
     assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) == (0, 5)
     assert (run / "metrics.jsonl").read_bytes() == b""
 
-    run_and_kill(run, 33, "--resume")  # epoch 2, step 13 of 20: after the step-30 checkpoint
+    # resumed at the step-5 checkpoint: 28 more steps end at global step 33 (epoch 2, step 13
+    # of 20), after the step-30 checkpoint
+    run_and_kill(run, 28, "--resume")
     ckpt = common.load_checkpoint(run / "checkpoint.pt")
     state = ckpt["state"]
     assert (state["epoch"], state["step"], state["global_step"]) == (1, 10, 30)

@@ -37,6 +37,7 @@ import threading
 from collections import OrderedDict
 
 import torch
+from antlr_snn.errors import UserError
 
 __all__ = ["empty", "clear", "set_limit", "disabled", "stats", "MIN_BYTES"]
 
@@ -101,7 +102,7 @@ def set_limit(nbytes: int) -> None:
     """Keep at most ``nbytes`` of free pooled memory (0 turns pooling off)."""
     global _limit
     if not isinstance(nbytes, int) or nbytes < 0:
-        raise ValueError(f"the pool limit must be an int >= 0 (bytes), got {nbytes!r}")
+        raise UserError(f"the pool limit must be an int >= 0 (bytes), got {nbytes!r}")
     with _lock:
         _limit = nbytes
         _evict(0)

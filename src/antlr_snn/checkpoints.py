@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from antlr_snn.experiments import common
+from antlr_snn.errors import UserError, one_line
 from antlr_snn.layers import SpikingNetwork
 from antlr_snn.methods import METHODS
 
@@ -85,17 +85,17 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
     >>> check_checkpoint(ckpt, "best.pt", use="model")
     >>> check_checkpoint(ckpt, "best.pt")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: checkpoint best.pt: bad 'decision' (must be one of ...; got 'latest')
+    antlr_snn.errors.UserError: checkpoint best.pt: bad 'decision' (must be one of ...; got 'latest')
     >>> check_checkpoint({**ckpt, "decision": "most_spikes"}, "best.pt", use="resume")
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: checkpoint best.pt lacks 'optimizer', needed to resume (it holds only a model, ...)
+    antlr_snn.errors.UserError: checkpoint best.pt lacks 'optimizer', needed to resume (it holds only a model, ...)
     """
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
             or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an antlr-snn training checkpoint")
+        raise UserError(f"{path} is not an antlr-snn training checkpoint")
     if use not in ("model", "evaluate", "resume"):
-        raise ValueError(f"unknown checkpoint use {use!r}")
+        raise UserError(f"unknown checkpoint use {use!r}")
     needs = dict(_MODEL_KEYS)
     if use in ("evaluate", "resume"):
         needs.update(_EVALUATE_KEYS)
@@ -105,25 +105,25 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
         if key not in ckpt:
             hint = (", needed to resume (it holds only a model, as best.pt does)"
                     if key in _RESUME_KEYS else "")
-            raise ValueError(f"checkpoint {path} lacks {key!r}{hint}")
+            raise UserError(f"checkpoint {path} lacks {key!r}{hint}")
         if not test(ckpt[key]):
-            raise ValueError(f"checkpoint {path}: bad {key!r} (must be {what}; "
+            raise UserError(f"checkpoint {path}: bad {key!r} (must be {what}; "
                              f"got {shown(ckpt[key])})")
     for name, t in ckpt["state_dict"].items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"checkpoint {path}: {name!r} holds NaN or infinite values "
+            raise UserError(f"checkpoint {path}: {name!r} holds NaN or infinite values "
                              f"(the run that wrote it diverged)")
     if use == "resume":
         for key, test in _STATE_KEYS.items():
             if key not in ckpt["state"]:
-                raise ValueError(f"checkpoint {path} lacks 'state' entry {key!r} (needed to "
+                raise UserError(f"checkpoint {path} lacks 'state' entry {key!r} (needed to "
                                  f"resume)")
             if not test(ckpt["state"][key]):
-                raise ValueError(f"checkpoint {path}: bad 'state' entry {key!r} "
+                raise UserError(f"checkpoint {path}: bad 'state' entry {key!r} "
                                  f"(got {shown(ckpt['state'][key])})")
     if sizes is not None and list(ckpt["sizes"]) != list(sizes):
         have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
-        raise ValueError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
+        raise UserError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
 
 
 def network_from_checkpoint(ckpt: dict, path: str = "checkpoint",
@@ -134,11 +134,11 @@ def network_from_checkpoint(ckpt: dict, path: str = "checkpoint",
         net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"],
                              single_spike=ckpt["single_spike"], **ckpt["lif"])
     except (TypeError, ValueError) as exc:  # unknown or out-of-range neuron parameters
-        raise ValueError(f"checkpoint {path}: bad 'lif' ({common.one_line(exc)})") from None
+        raise UserError(f"checkpoint {path}: bad 'lif' ({one_line(exc)})") from None
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the network it describes "
+        raise UserError(f"{path}: weights do not fit the network it describes "
                          f"({state_dict_problem(exc)})") from None
     return net
 

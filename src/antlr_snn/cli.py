@@ -1,14 +1,19 @@
 """The ``antlr-snn`` command line: one subcommand per experiment of the paper.
 
 Each subcommand lives in ``antlr_snn.experiments.<module>``, which provides
-``add_arguments(parser)`` and ``run(args) -> int``. User errors (bad flags, missing or corrupt
-files, unwritable folders) print one line and exit with status 2; no traceback is shown.
+``add_arguments(parser)`` and ``run(args) -> int``. A user error (a :class:`UserError`: bad
+flags, missing or corrupt files; a file system that is full, read-only or denies access; not
+enough memory) prints one line and exits with status 2, without a traceback. Any other
+exception is a bug in antlr-snn: it keeps its traceback and exits with status 1.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+
+from antlr_snn.errors import UserError, allocation_failure, one_line
 
 # name -> (module, one-line help); modules are imported only when their subcommand runs
 SUBCOMMANDS = {
@@ -18,12 +23,11 @@ SUBCOMMANDS = {
     "landscape": ("antlr_snn.experiments.landscape", "estimated loss landscapes (Fig. 5)"),
 }
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-               NotADirectoryError, OSError)
-
-
-class UserError(Exception):
-    """An error caused by the user's input; shown as one line without a traceback."""
+#: Errors of the file system or the machine, not of antlr-snn: shown as one line (exit 2).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                      errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+                      errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.EIO, errno.ENXIO,
+                      errno.EBUSY, errno.ELOOP}
 
 
 def build_parser(only=None) -> argparse.ArgumentParser:
@@ -42,6 +46,26 @@ def build_parser(only=None) -> argparse.ArgumentParser:
     return parser
 
 
+def user_message(exc: BaseException):
+    """The one-line message for an error the user can act on, or ``None`` for a bug."""
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    if isinstance(exc, MemoryError) and str(exc).strip():
+        return one_line(exc)  # raised by antlr-snn itself, naming what did not fit
+    if isinstance(exc, (MemoryError, RuntimeError)):
+        reason = allocation_failure(exc)
+        if reason is None:
+            return None
+        detail = "" if reason == "out of memory" else f" ({reason})"
+        return f"out of memory{detail}; use a smaller network, batch or number of time steps"
+    if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+        msg = one_line(exc)
+        if exc.filename and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        return msg
+    return None
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -53,20 +77,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("antlr-snn: interrupted", file=sys.stderr)
         return 130
-    except (UserError, MemoryError, RuntimeError) + USER_ERRORS as exc:
-        from antlr_snn.experiments.common import allocation_failure, one_line
-        if isinstance(exc, MemoryError) and str(exc).strip():
-            msg = one_line(exc)  # raised by antlr-snn itself, naming what did not fit
-        elif isinstance(exc, (MemoryError, RuntimeError)) and not isinstance(exc, USER_ERRORS):
-            reason = allocation_failure(exc)
-            if reason is None:
-                raise  # a bug, not a user error: keep the traceback
-            detail = "" if reason == "out of memory" else f" ({reason})"
-            msg = (f"out of memory{detail}; use a smaller network, batch or number of time "
-                   f"steps")
-        else:
-            msg = one_line(exc)
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
+    except Exception as exc:
+        msg = user_message(exc)
+        if msg is None:
+            raise  # a bug in antlr-snn, not a user error: keep the traceback (exit status 1)
         print(f"antlr-snn {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from antlr_snn import kernels
+from antlr_snn.errors import UserError
 
 __all__ = ["earliest_spike", "most_spikes", "decision_step", "spike_counts", "synaptic_operations",
            "accuracy"]
@@ -27,16 +28,16 @@ def _spikes(out) -> torch.Tensor:
     if not isinstance(S, torch.Tensor):
         raise TypeError(f"spikes must be a torch.Tensor or a SpikeOutput, got {type(S).__name__}")
     if S.dim() < 2 or S.shape[0] < 1 or S.shape[-1] < 1:
-        raise ValueError(f"spikes must be [T, *batch, N] with T >= 1 and N >= 1, "
+        raise UserError(f"spikes must be [T, *batch, N] with T >= 1 and N >= 1, "
                          f"got shape {tuple(S.shape)}")
     S = S.detach()
     if S.dtype == torch.bool:
         S = S.to(torch.uint8)  # argmax/amax do not take bool
     problem = kernels.binary_check(S)
     if problem == "nan":
-        raise ValueError("spikes contain NaN")
+        raise UserError("spikes contain NaN")
     if problem == "nonbinary":
-        raise ValueError("spikes must be binary (0 or 1); found other values")
+        raise UserError("spikes must be binary (0 or 1); found other values")
     return S
 
 
@@ -117,6 +118,6 @@ def synaptic_operations(inputs: torch.Tensor, out) -> torch.Tensor:
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of correct predictions (a prediction of -1 is always wrong)."""
     if pred.shape != labels.shape:
-        raise ValueError(f"pred and labels must have the same shape, got {tuple(pred.shape)} "
+        raise UserError(f"pred and labels must have the same shape, got {tuple(pred.shape)} "
                          f"and {tuple(labels.shape)}")
     return (pred == labels).float().mean().item()

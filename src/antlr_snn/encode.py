@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import torch
+from antlr_snn.errors import UserError
 
 __all__ = ["latency", "rate"]
 
@@ -21,21 +22,21 @@ def _check_images(images: torch.Tensor, num_steps: int) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         images = torch.as_tensor(images)
     if images.dim() < 2:
-        raise ValueError(f"images must be [B, ...] with a batch dimension, got shape {tuple(images.shape)}")
+        raise UserError(f"images must be [B, ...] with a batch dimension, got shape {tuple(images.shape)}")
     if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+        raise UserError(f"num_steps must be a positive integer, got {num_steps!r}")
     if images.is_complex():
-        raise ValueError("images must be real, got a complex tensor")
+        raise UserError("images must be real, got a complex tensor")
     images = images.flatten(1)  # [B, N]; flatten, unlike reshape(B, -1), allows B = 0
     if not images.is_floating_point():
         images = images.float()
     if images.numel() == 0:
         return images
     if torch.isnan(images).any():
-        raise ValueError("images contain NaN")
+        raise UserError("images contain NaN")
     lo, hi = torch.aminmax(images)
     if lo < 0 or hi > 1:
-        raise ValueError("image intensities must lie in [0, 1]; divide 8-bit images by 255")
+        raise UserError("image intensities must lie in [0, 1]; divide 8-bit images by 255")
     return images
 
 
@@ -46,7 +47,7 @@ def latency(images: torch.Tensor, num_steps: int, t_max: int = 24) -> torch.Tens
     """
     images = _check_images(images, num_steps)
     if not isinstance(t_max, int) or t_max < 1 or t_max > num_steps:
-        raise ValueError(f"t_max must be an integer in [1, num_steps={num_steps}], got {t_max!r}")
+        raise UserError(f"t_max must be an integer in [1, num_steps={num_steps}], got {t_max!r}")
     step = torch.floor(t_max * (1 - images.double())).long().clamp_max(t_max - 1)
     out = torch.zeros(num_steps, *images.shape, dtype=images.dtype, device=images.device)
     active = images > 0
@@ -59,6 +60,6 @@ def rate(images: torch.Tensor, num_steps: int, max_prob: float = 1.0,
     """Rate code: at every step a pixel spikes with probability ``max_prob * x`` (Bernoulli)."""
     images = _check_images(images, num_steps)
     if not (0 < max_prob <= 1):
-        raise ValueError(f"max_prob must lie in (0, 1], got {max_prob!r}")
+        raise UserError(f"max_prob must lie in (0, 1], got {max_prob!r}")
     prob = (max_prob * images).unsqueeze(0).expand(num_steps, *images.shape)
     return torch.bernoulli(prob, generator=generator)

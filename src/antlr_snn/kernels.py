@@ -53,6 +53,7 @@ from antlr_snn import buffers
 from antlr_snn.neuron import LIFParameters
 from antlr_snn.neuron import adjoint_recurrence as reference_adjoint_recurrence
 from antlr_snn.neuron import lif_recurrence as reference_lif_recurrence
+from antlr_snn.errors import UserError
 
 __all__ = ["project", "weight_grad", "lif_recurrence", "lif_layer", "adjoint_recurrence",
            "lif_backward", "events", "input_grads", "binary_check", "zeros_like", "bptt_forward",
@@ -80,7 +81,7 @@ _nk_error: Optional[BaseException] = None
 
 def _check_backend(name: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise UserError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
     return name
 
 

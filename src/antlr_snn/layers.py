@@ -15,6 +15,7 @@ from torch import nn
 from antlr_snn import kernels
 from antlr_snn.methods import METHODS, LIFFunction, bptt_forward, method_config
 from antlr_snn.neuron import LIFParameters
+from antlr_snn.errors import UserError
 
 
 @dataclass
@@ -52,28 +53,28 @@ def check_spikes(x: torch.Tensor, in_features: int, replicas: Optional[int] = No
     ``T`` must be >= 1; an empty batch (``B = 0``) is allowed and gives empty outputs.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"input spikes must be a torch.Tensor or a SpikeOutput, got {type(x).__name__}")
+        raise UserError(f"input spikes must be a torch.Tensor or a SpikeOutput, got {type(x).__name__}")
     rank = 3 if replicas is None else 4
     layout = "[T, B, N]" if replicas is None else "[T, R, B, N]"
     if x.dim() != rank:
-        raise ValueError(f"input spikes must have rank {rank} {layout}, got shape {tuple(x.shape)}")
+        raise UserError(f"input spikes must have rank {rank} {layout}, got shape {tuple(x.shape)}")
     if x.shape[0] < 1:
-        raise ValueError(f"input spikes need at least one time step (T >= 1 on dim 0), "
+        raise UserError(f"input spikes need at least one time step (T >= 1 on dim 0), "
                          f"got shape {tuple(x.shape)}")
     if x.shape[-1] != in_features:
-        raise ValueError(f"input has {x.shape[-1]} features but the layer expects in_features="
+        raise UserError(f"input has {x.shape[-1]} features but the layer expects in_features="
                          f"{in_features} (shape {tuple(x.shape)})")
     if replicas is not None and x.shape[1] != replicas:
-        raise ValueError(f"input has {x.shape[1]} replicas on dim 1 but the layer has {replicas}")
+        raise UserError(f"input has {x.shape[1]} replicas on dim 1 but the layer has {replicas}")
     if x.is_complex():
-        raise ValueError("input spikes must be real, got a complex tensor")
+        raise UserError("input spikes must be real, got a complex tensor")
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     problem = kernels.binary_check(x)  # one compiled pass on CPU
     if problem == "nan":
-        raise ValueError("input spikes contain NaN")
+        raise UserError("input spikes contain NaN")
     if problem == "nonbinary":
-        raise ValueError("input spikes must be binary (0 or 1); found other values")
+        raise UserError("input spikes must be binary (0 or 1); found other values")
     return x
 
 
@@ -112,14 +113,14 @@ class LIFLayer(nn.Module):
         super().__init__()
         for name, n in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise ValueError(f"{name} must be a positive integer, got {n!r}")
+                raise UserError(f"{name} must be a positive integer, got {n!r}")
         if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool)
                                      or replicas < 1):
-            raise ValueError(f"replicas must be a positive integer or None, got {replicas!r}")
+            raise UserError(f"replicas must be a positive integer or None, got {replicas!r}")
         if not isinstance(single_spike, bool):
-            raise ValueError(f"single_spike must be a bool, got {single_spike!r}")
+            raise UserError(f"single_spike must be a bool, got {single_spike!r}")
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise ValueError(f"dtype must be a floating point torch.dtype (the weights are "
+            raise UserError(f"dtype must be a floating point torch.dtype (the weights are "
                              f"trained), got {dtype!r}")
         self.in_features, self.out_features = in_features, out_features
         self.method = method
@@ -164,7 +165,7 @@ class LIFLayer(nn.Module):
         if isinstance(x, SpikeOutput):
             s_in, d_in = x.spikes, x.shift
             if s_in.shape[-1] != self.in_features:
-                raise ValueError(f"previous layer has {s_in.shape[-1]} neurons but this layer "
+                raise UserError(f"previous layer has {s_in.shape[-1]} neurons but this layer "
                                  f"expects in_features={self.in_features}")
         else:
             s_in, d_in = check_spikes(x, self.in_features, self.replicas), None
@@ -201,7 +202,7 @@ class SpikingNetwork(nn.Module):
         super().__init__()
         sizes = list(sizes)
         if len(sizes) < 2:
-            raise ValueError(f"sizes needs at least an input and an output size, got {sizes}")
+            raise UserError(f"sizes needs at least an input and an output size, got {sizes}")
         self.sizes = sizes
         self.layers = nn.ModuleList(LIFLayer(a, b, **kwargs) for a, b in zip(sizes[:-1], sizes[1:]))
 

@@ -22,6 +22,7 @@ import math
 import numbers
 
 import torch
+from antlr_snn.errors import UserError
 
 __all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike_loss",
            "no_spike_penalty", "first_spike_times", "exponential_kernel", "KAPPA_DERIVATIVES"]
@@ -31,10 +32,10 @@ def _batch_shape(out, mean: bool = True) -> tuple:
     """``[*batch]`` of ``out.spikes`` ``[T, *batch, N]``; checks the shape only (no data pass)."""
     shape = tuple(out.spikes.shape)
     if len(shape) < 2 or shape[0] < 1 or shape[-1] < 1:
-        raise ValueError(f"output spikes must be [T, *batch, N] with T >= 1 and N >= 1, "
+        raise UserError(f"output spikes must be [T, *batch, N] with T >= 1 and N >= 1, "
                          f"got shape {shape}")
     if mean and math.prod(shape[1:-1]) == 0:
-        raise ValueError(f"the loss is a mean over the batch and the batch is empty "
+        raise UserError(f"the loss is a mean over the batch and the batch is empty "
                          f"(spikes of shape {shape})")
     return shape[1:-1]
 
@@ -43,7 +44,7 @@ def _check_number(name: str, value, positive: bool = False) -> None:
     """``value`` is a finite real number, > 0 if ``positive`` else >= 0."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or (value <= 0 if positive else value < 0)):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+        raise UserError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
                          f"got {value!r}")
 
 
@@ -51,11 +52,11 @@ def _check_labels(labels: torch.Tensor, batch: tuple, n: int) -> None:
     """Class labels ``[*batch]``, integers in ``[0, n - 1]`` (one pass for min/max)."""
     _check_target(labels, batch, "labels")
     if labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"labels must be integers in [0, {n - 1}], got dtype {labels.dtype}")
+        raise UserError(f"labels must be integers in [0, {n - 1}], got dtype {labels.dtype}")
     if labels.numel():
         lo, hi = torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool else labels)
         if lo < 0 or hi >= n:
-            raise ValueError(f"labels must be integers in [0, {n - 1}], got values in "
+            raise UserError(f"labels must be integers in [0, {n - 1}], got values in "
                              f"[{int(lo)}, {int(hi)}]")
 
 
@@ -63,9 +64,9 @@ def _check_target(target: torch.Tensor, shape: tuple, name: str) -> None:
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if tuple(target.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
+        raise UserError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
     if target.is_floating_point() and not torch.isfinite(target).all():
-        raise ValueError(f"{name} contains NaN or Inf")
+        raise UserError(f"{name} contains NaN or Inf")
 
 
 def count_loss(out, target_counts: torch.Tensor) -> torch.Tensor:
@@ -86,7 +87,7 @@ KAPPA_DERIVATIVES = ("continuous", "backward", "central")
 def exponential_kernel(num_steps: int, tau: float, dtype=torch.float32, device=None):
     """``kappa[k] = exp(-k / tau)`` for k >= 0 and its backward difference ``kappa*``."""
     if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
-        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        raise UserError(f"tau must be a finite number > 0, got {tau!r}")
     k = torch.arange(num_steps, dtype=torch.float64)
     kappa = torch.exp(-k / tau)
     dkappa = kappa - torch.cat([kappa.new_zeros(1), kappa[:-1]])
@@ -140,13 +141,13 @@ def spike_train_loss(out, target_spikes: torch.Tensor, tau: float = 5.0,
     _batch_shape(out, mean=reduction != "none")
     _check_target(target_spikes, S.shape, "target_spikes")
     if kappa_derivative not in KAPPA_DERIVATIVES:
-        raise ValueError(f"kappa_derivative must be one of {', '.join(KAPPA_DERIVATIVES)}, "
+        raise UserError(f"kappa_derivative must be one of {', '.join(KAPPA_DERIVATIVES)}, "
                          f"got {kappa_derivative!r}")
     if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        raise UserError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     target = target_spikes.to(S.dtype)
     if ((target != 0) & (target != 1)).any():
-        raise ValueError("target_spikes must be binary (0 or 1)")
+        raise UserError("target_spikes must be binary (0 or 1)")
     T = S.shape[0]
     kappa, _ = exponential_kernel(T, tau, S.dtype, S.device)
     K = _causal_matrix(kappa)
@@ -190,7 +191,7 @@ def latency_loss(out, labels: torch.Tensor, beta: float = 1.0 / 6.0) -> torch.Te
     _check_labels(labels, _batch_shape(out), n)
     _check_number("beta", beta, positive=True)
     if torch.is_grad_enabled() and out.spikes.requires_grad and not out.shift.requires_grad:
-        raise ValueError("latency_loss has only a timing gradient (Table 1), and this output has "
+        raise UserError("latency_loss has only a timing gradient (Table 1), and this output has "
                          "no timing channel (method 'bptt'); use count_loss or spike_train_loss")
     times, _ = first_spike_times(out)
     logits = -beta * times
@@ -226,7 +227,7 @@ def no_spike_penalty(layers, outs, strength: float = 100.0) -> torch.Tensor:
     layers = list(getattr(layers, "layers", layers))
     outs = list(getattr(outs, "layers", outs))
     if len(layers) != len(outs):
-        raise ValueError(f"got {len(layers)} layers but {len(outs)} layer outputs")
+        raise UserError(f"got {len(layers)} layers but {len(outs)} layer outputs")
     total = 0.0
     for layer, o in zip(layers, outs):
         silent = (o.spikes.detach().amax(0) == 0).to(layer.weight.dtype)  # [*batch, N]

@@ -18,6 +18,7 @@ import torch
 
 from antlr_snn import kernels
 from antlr_snn.neuron import LIFParameters, fired_before, surrogate, vstar
+from antlr_snn.errors import UserError
 
 METHODS = ("antlr", "activation", "timing", "bptt")
 
@@ -34,10 +35,10 @@ def method_config(method: str, lambda_act: float = 1.0, lambda_tim: float = 1.0,
                   single_spike: bool = False) -> MethodConfig:
     """Validate ``method`` and the lambdas; ``activation``/``timing`` are ANTLR with (1,0)/(0,1)."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for name, lam in (("lambda_act", lambda_act), ("lambda_tim", lambda_tim)):
         if not isinstance(lam, (int, float)) or not (lam >= 0) or lam == float("inf"):
-            raise ValueError(f"{name} must be a finite number >= 0, got {lam!r}")
+            raise UserError(f"{name} must be a finite number >= 0, got {lam!r}")
     if method == "activation":
         lambda_act, lambda_tim = 1.0, 0.0
     elif method == "timing":

@@ -21,6 +21,7 @@ import math
 from typing import NamedTuple
 
 import torch
+from antlr_snn.errors import UserError
 
 
 def eps_raw(alpha_v: float, alpha_i: float, length: int) -> torch.Tensor:
@@ -71,7 +72,7 @@ class LIFParameters(NamedTuple):
         """Validated parameters; ``beta_v``/``beta_bias`` of ``None`` mean ``default_beta_v``."""
         for name, a in (("alpha_v", alpha_v), ("alpha_i", alpha_i)):
             if not (isinstance(a, (int, float)) and 0.0 < a <= 1.0):
-                raise ValueError(f"{name} must lie in (0, 1], got {a!r}")
+                raise UserError(f"{name} must lie in (0, 1], got {a!r}")
         beta_default = default_beta_v(float(alpha_v), float(alpha_i))
         beta_v = beta_default if beta_v is None else beta_v
         beta_bias = beta_default if beta_bias is None else beta_bias
@@ -80,10 +81,10 @@ class LIFParameters(NamedTuple):
                   ("vstar_min", vstar_min))
         for name, value in checks:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+                raise UserError(f"{name} must be a finite number > 0, got {value!r}")
         if not (isinstance(surrogate_scale, (int, float)) and math.isfinite(surrogate_scale)
                 and surrogate_scale >= 0):
-            raise ValueError(f"surrogate_scale must be a finite number >= 0, got {surrogate_scale!r}")
+            raise UserError(f"surrogate_scale must be a finite number >= 0, got {surrogate_scale!r}")
         return cls(float(alpha_v), float(alpha_i), float(beta_v), float(beta_i), float(beta_bias),
                    float(threshold), float(surrogate_scale), float(surrogate_width), float(vstar_min))
 

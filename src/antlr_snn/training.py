@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from antlr_snn import decode, encode, losses
-from antlr_snn.experiments import common
+from antlr_snn import files
+from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
+from antlr_snn.distributed import Runtime, all_sum, from_lead
+from antlr_snn.errors import UserError, allocation_failure, one_line
 from antlr_snn.checkpoints import CHECKPOINT_FORMAT, check_checkpoint, state_dict_problem
 from antlr_snn.layers import SpikingNetwork
 
@@ -36,7 +39,6 @@ PRESETS = {
     "bptt": {"loss": "count", "extra": None, "decision": "most_spikes"},
 }
 EVENT_DATASETS = ("nmnist", "nmnist-sim")
-PAUSE_ENV = "ANTLR_SNN_PAUSE_AT_STEP"  # test hook: stop (sleep) after this global step
 
 
 @dataclass
@@ -70,85 +72,46 @@ class TrainConfig:
         return 10.0 if self.dataset in EVENT_DATASETS else 1.0
 
 
-@dataclass
-class Runtime:
-    """How to run: ranks, device, files; none of it changes the numbers."""
-
-    rank: int = 0
-    world: int = 1
-    ddp: bool = False
-    device: str = "cpu"
-    checkpoint_every: int = 0
-    progress: bool = True
-    verbose: bool = True
-    resume: bool = False
-    workers: int = 0
-
-
-# ----------------------------------------------------------------------------- data
-
-class Split:
-    """One split as batches of ``(spikes [T, B, F] float, labels [B])`` for given indices.
-
-    ``limit`` keeps an evenly spaced subset of that many samples (some sets, as N-MNIST's
-    folders, are ordered by class, so the first N would not do).
-    """
-
-    def __init__(self, data, cfg: TrainConfig, limit: Optional[int], device: str):
-        self.static = isinstance(data, tuple)
-        self.num_steps, self.t_max, self.device = cfg.num_steps, cfg.t_max, device
-        total = len(data[1]) if self.static else len(data)
-        keep = None if limit is None or limit >= total else torch.arange(limit) * total // limit
-        if self.static:
-            images, labels = data if keep is None else (data[0][keep], data[1][keep])
-            self.images, self.labels = images.to(device), labels.to(device)
-            self.features = self.images.shape[1]
-        else:
-            self.data = data if keep is None else torch.utils.data.Subset(data, keep.tolist())
-            self.features = int(self.data[0][0].shape[-1]) if len(self.data) else 0
-        self.n = total if keep is None else limit
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _collate(self, items):
-        x = torch.stack([torch.as_tensor(s) for s, _ in items]).transpose(0, 1)
-        return x.float(), torch.tensor([int(y) for _, y in items], dtype=torch.long)
-
-    def batches(self, index_batches, workers: int = 0):
-        """Yield one batch per entry of ``index_batches`` (``None`` for an empty entry)."""
-        if self.static:
-            for idx in index_batches:
-                if len(idx) == 0:
-                    yield None
-                    continue
-                idx = idx.to(self.device)
-                yield encode.latency(self.images[idx], self.num_steps, self.t_max), self.labels[idx]
-            return
-        nonempty = [b.tolist() for b in index_batches if len(b)]
-        loader = iter(torch.utils.data.DataLoader(self.data, batch_sampler=nonempty,
-                                                  num_workers=workers, collate_fn=self._collate))
-        for idx in index_batches:
-            if len(idx) == 0:
-                yield None
-            else:
-                x, y = _next_batch(loader)
-                yield x.to(self.device), y.to(self.device)
-
-
-def _next_batch(loader):
-    """``next(loader)``; an error from a worker process comes back as the worker's own message
-    (torch re-raises it as the same type holding the worker's whole traceback)."""
+def progress(iterable=None, total: Optional[int] = None, desc: str = "", disable: bool = False,
+             **kwargs):
+    """A tqdm progress bar on stderr; a silent pass-through when disabled or tqdm is absent
+    (tqdm comes with the ``experiments`` extra)."""
     try:
-        return next(loader)
-    except Exception as exc:
-        if "Original Traceback" not in str(exc):
-            raise
-        try:
-            clean = type(exc)(common.one_line(exc))
-        except Exception:  # an exception type that takes other arguments
-            raise exc from None
-        raise clean from None
+        from tqdm.auto import tqdm
+    except ImportError:
+        disable = True
+    if disable:
+        return _NoBar(iterable)
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True,
+                leave=kwargs.pop("leave", True), **kwargs)
+
+
+class _NoBar:
+    """What :func:`progress` returns when no bar is shown."""
+
+    def __init__(self, iterable=None):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable or ())
+
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def set_description(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -164,25 +127,6 @@ def adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def load_splits(cfg: TrainConfig, device: str = "cpu", splits=("train", "val", "test")) -> dict:
-    """The requested splits of ``cfg.dataset`` (fixed split seed 0) with the size limits applied."""
-    from antlr_snn.data import load_dataset
-    out = {}
-    for name in splits:
-        data = load_dataset(cfg.dataset, name, data_dir=cfg.data_dir, num_steps=cfg.num_steps,
-                            seed=0)
-        out[name] = Split(data, cfg, cfg.max_train if name == "train" else cfg.max_eval, device)
-        if out[name].n == 0:
-            raise ValueError(f"the {name} split of {cfg.dataset} is empty")
-    if len({split.features for split in out.values()}) > 1:
-        where = f" in {cfg.data_dir}" if cfg.data_dir else ""
-        sizes = ", ".join(f"{name} {split.features}" for name, split in out.items())
-        raise ValueError(f"the splits of {cfg.dataset}{where} have different input sizes "
-                         f"({sizes} features per sample); the train-* and t10k-* (or Train/ "
-                         f"and Test/) files must hold samples of one size")
-    return out
-
-
 # ----------------------------------------------------------------------------- model
 
 def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu") -> SpikingNetwork:
@@ -192,7 +136,7 @@ def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu") -> Sp
     try:
         return SpikingNetwork(sizes, method=cfg.method, single_spike=cfg.single_spike).to(device)
     except (MemoryError, RuntimeError) as exc:
-        reason = common.allocation_failure(exc)
+        reason = allocation_failure(exc)
         if reason is None:
             raise
         raise MemoryError(f"not enough memory for the {'-'.join(map(str, sizes))} network on "
@@ -290,15 +234,7 @@ def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runt
             if cfg.grad_clip > 0:
                 p.grad.clamp_(-cfg.grad_clip, cfg.grad_clip)
     opt.step()
-    return _all_sum(stats, rt)
-
-
-def _all_sum(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    if rt.ddp and rt.world > 1:
-        buf = t.to(rt.device)
-        dist.all_reduce(buf)
-        t = buf.cpu()
-    return t
+    return all_sum(stats, rt)
 
 
 EVAL_BATCH = {True: 256, False: 32}  # static / event data; fixed so results never depend on it
@@ -317,7 +253,7 @@ def evaluate(net, split: Split, decision: str, rt: Runtime = Runtime(), workers:
         sp = _spike_sums(out, decision)
         sums += torch.stack([(earliest == y).sum(), (most == y).sum(), *sp,
                              torch.tensor(len(y))]).double().cpu()
-    sums = _all_sum(sums, rt)
+    sums = all_sum(sums, rt)
     n = sums[6].item()
     res = {"accuracy_earliest_spike": sums[0].item() / n,
            "accuracy_most_spikes": sums[1].item() / n,
@@ -328,44 +264,7 @@ def evaluate(net, split: Split, decision: str, rt: Runtime = Runtime(), workers:
     return res
 
 
-# ----------------------------------------------------------------------------- distributed
-
-def _broadcast(obj, rt: Runtime):
-    """``obj`` of rank 0 on every rank (a no-op without DDP)."""
-    if not (rt.ddp and rt.world > 1):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def from_lead(fn, rt: Runtime):
-    """Run ``fn`` on rank 0 only and share its result, or its error, with every rank."""
-    if not (rt.ddp and rt.world > 1):
-        return fn()
-    res = None
-    if rt.rank == 0:
-        try:
-            res = ("ok", fn())
-        except Exception as exc:  # re-raised below on every rank, rank 0 included
-            res = ("err", type(exc).__name__, str(exc))
-    res = _broadcast(res, rt)
-    if res[0] == "err":
-        import builtins
-        kind = getattr(builtins, res[1], None)
-        kind = kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError
-        raise kind(res[2])
-    return res[1]
-
-
 # ----------------------------------------------------------------------------- one trial
-
-def _pause_hook(step: int) -> None:
-    """Test hook: with ANTLR_SNN_PAUSE_AT_STEP=N, announce and sleep after global step N."""
-    if os.environ.get(PAUSE_ENV) == str(step):
-        print(f"PAUSED {step}", flush=True)
-        time.sleep(3600)
-
 
 def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Runtime,
                 on_epoch=None) -> dict:
@@ -388,12 +287,12 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     st = {"epoch": 0, "step": 0, "global_step": 0, "best_val": -1.0, "best_epoch": 0,
           "sums": torch.zeros(5, dtype=torch.float64), "wall": 0.0, "finished": False,
           "result": None, "metrics_bytes": 0, "gen_epoch_start": gen.get_state()}
-    log = common.JsonlLog(path["log"])
+    log = files.JsonlLog(path["log"])
 
     def load():
         if not (rt.resume and os.path.exists(path["ckpt"])):
             return None
-        ckpt = common.load_checkpoint(path["ckpt"])
+        ckpt = files.load_checkpoint(path["ckpt"])
         check_checkpoint(ckpt, path["ckpt"], net.sizes, use="resume")
         return ckpt
     ckpt = from_lead(load, rt)
@@ -402,30 +301,30 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
             net.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
-            common.set_rng_state(ckpt["rng"])
+            files.set_rng_state(ckpt["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
             reason = (state_dict_problem(exc) if isinstance(exc, RuntimeError)
-                      else common.one_line(exc))
-            raise ValueError(f"checkpoint {path['ckpt']} cannot be resumed: its saved states do "
+                      else one_line(exc))
+            raise UserError(f"checkpoint {path['ckpt']} cannot be resumed: its saved states do "
                              f"not fit this run ({type(exc).__name__}: {reason})") from None
         st.update(ckpt["state"])
         if st["finished"]:
             if not isinstance(st["result"], dict):
-                raise ValueError(f"checkpoint {path['ckpt']}: a finished run without a result")
+                raise UserError(f"checkpoint {path['ckpt']}: a finished run without a result")
             return st["result"]
     if lead:
         log.truncate(st["metrics_bytes"])  # drop lines (or a torn line) written after the ckpt
         if ckpt is not None:
-            common.read_jsonl(log.path)  # a damaged log fails now, not after the next epoch
+            files.read_jsonl(log.path)  # a damaged log fails now, not after the next epoch
     t_start, wall0 = time.time(), st["wall"]
 
     def save():
         if lead:
             st.update(wall=wall0 + time.time() - t_start, metrics_bytes=log.size())
-            common.save_checkpoint(path["ckpt"], {
+            files.save_checkpoint(path["ckpt"], {
                 **model_metadata(net, cfg), "state_dict": net.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": st,
-                "rng": common.rng_state(), "config": asdict(cfg), "trial": trial, "seed": seed})
+                "rng": files.rng_state(), "config": asdict(cfg), "trial": trial, "seed": seed})
 
     model = net
     if rt.ddp and rt.world > 1:
@@ -437,7 +336,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
         order = torch.randperm(train.n, generator=gen)
         glob = list(order.split(cfg.batch_size))
         local = [torch.tensor_split(b, rt.world)[rt.rank] for b in glob] if rt.ddp else glob
-        bar = common.progress(total=len(glob), initial=st["step"], leave=False,
+        bar = progress(total=len(glob), initial=st["step"], leave=False,
                               desc=f"trial {trial} epoch {epoch + 1}/{cfg.epochs}",
                               disable=not (lead and rt.progress))
         for i, batch in enumerate(train.batches(local[st["step"]:], rt.workers), st["step"]):
@@ -450,7 +349,6 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
             if rt.checkpoint_every and st["global_step"] % rt.checkpoint_every == 0 \
                     and i + 1 < len(glob):
                 save()
-            _pause_hook(st["global_step"])
         bar.close()
         val = evaluate(net, splits["val"], decision, rt, rt.workers)
         s = st["sums"]
@@ -464,7 +362,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
         if rec["best"]:
             st.update(best_val=val["accuracy"], best_epoch=epoch + 1)
             if lead:
-                common.save_checkpoint(path["best"], {
+                files.save_checkpoint(path["best"], {
                     **model_metadata(net, cfg), "state_dict": net.state_dict(),
                     "epoch": epoch + 1, "val_accuracy": val["accuracy"], "trial": trial,
                     "seed": seed, "config": asdict(cfg)})
@@ -484,14 +382,14 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
                       f" {val['spikes_per_sample']:.1f} (to decision "
                       f"{val['spikes_to_decision']:.1f})", flush=True)
     def load_best():
-        ckpt = common.load_checkpoint(path["best"])
+        ckpt = files.load_checkpoint(path["best"])
         check_checkpoint(ckpt, path["best"], net.sizes, use="model")
         return ckpt["state_dict"]
     best = from_lead(load_best, rt)
     try:
         net.load_state_dict(best)
     except RuntimeError as exc:
-        raise ValueError(f"{path['best']}: weights do not fit the network it describes "
+        raise UserError(f"{path['best']}: weights do not fit the network it describes "
                          f"({state_dict_problem(exc)})") from None
     test = evaluate(net, splits["test"], decision, rt, rt.workers)
     result = {"trial": trial, "seed": seed, "best_epoch": st["best_epoch"],
@@ -499,6 +397,6 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
               "wall_time_s": wall0 + time.time() - t_start}
     st.update(finished=True, result=result)
     if lead:
-        common.atomic_write_json(path["result"], result)
+        files.atomic_write_json(path["result"], result)
         save()
     return result

@@ -36,6 +36,7 @@ from .mnist import (FASHION_MNIST_DIR, load_embedded_mnist, load_fashion_mnist, 
                     load_idx_split)
 from .nmnist import NMNIST, events_to_frames, read_nmnist_bin
 from .nmnist_sim import SimulatedNMNIST
+from antlr_snn.errors import DataNotFound, UserError
 
 DATASETS = ("mnist", "fashion-mnist", "nmnist", "nmnist-sim")
 DEFAULT_NUM_STEPS = 300
@@ -56,10 +57,10 @@ def nmnist_split(root: str | os.PathLike, split: str, num_steps: int = DEFAULT_N
 
     >>> nmnist_split("/nonexistent", "val")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    FileNotFoundError: N-MNIST folder /nonexistent/Train/0 not found: ...
+    antlr_snn.errors.DataNotFound: N-MNIST folder /nonexistent/Train/0 not found: ...
     """
     if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
     data = NMNIST(root, "test" if split == "test" else "train", num_steps, window_ms)
     if split == "test":
         return data
@@ -95,11 +96,11 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
         return load_fashion_mnist(split, data_dir)
     if name == "nmnist":
         if data_dir is None:
-            raise FileNotFoundError(
+            raise DataNotFound(
                 "nmnist needs a data folder (--data-dir) with the original files as "
                 "DIR/Train/0..9/*.bin and DIR/Test/0..9/*.bin; or use nmnist-sim"
             )
         return nmnist_split(data_dir, split, steps)
     if name == "nmnist-sim":
         return SimulatedNMNIST(split, num_steps=steps, seed=seed)
-    raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
+    raise UserError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")

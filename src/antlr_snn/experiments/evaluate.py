@@ -16,6 +16,7 @@ import os
 from antlr_snn.checkpoints import network_from_checkpoint
 from antlr_snn.experiments import common
 from antlr_snn.training import EVENT_DATASETS, TrainConfig, evaluate, load_splits
+from antlr_snn.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,34 +35,34 @@ def run(args) -> int:
     common.check_device(args.device)
     for flag, v in (("--num-steps", args.num_steps), ("--max-eval", args.max_eval)):
         if v is not None and v < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {v}")
+            raise UserError(f"{flag} must be a positive integer, got {v}")
     ckpt = common.load_checkpoint(args.checkpoint)
     net = network_from_checkpoint(ckpt, args.checkpoint)  # checks every key used below
     dataset = args.dataset or ckpt["dataset"]
     from antlr_snn.data import DATASETS
     if dataset not in DATASETS:
         where = "" if args.dataset else f"checkpoint {args.checkpoint}: "
-        raise ValueError(f"{where}unknown data set {dataset!r}; choose one of "
+        raise UserError(f"{where}unknown data set {dataset!r}; choose one of "
                          f"{', '.join(DATASETS)}")
     if dataset == "nmnist-sim" and args.data_dir is not None:
-        raise ValueError("--data-dir: nmnist-sim is generated, it takes no data folder")
+        raise UserError("--data-dir: nmnist-sim is generated, it takes no data folder")
     same = dataset == ckpt["dataset"]
     data_dir = args.data_dir if args.data_dir is not None else (
         ckpt.get("data_dir") if same else None)
     if data_dir is not None and not isinstance(data_dir, str):
-        raise ValueError(f"checkpoint {args.checkpoint}: bad 'data_dir' (must be a folder name; "
+        raise UserError(f"checkpoint {args.checkpoint}: bad 'data_dir' (must be a folder name; "
                          f"got {data_dir!r}); give --data-dir")
     if args.num_steps is not None:
         num_steps = args.num_steps
     else:
         num_steps = ckpt["num_steps"] if same else (300 if dataset in EVENT_DATASETS else 100)
     if dataset not in EVENT_DATASETS and num_steps < ckpt["t_max"]:
-        raise ValueError(f"--num-steps must be >= {ckpt['t_max']} for the latency code")
+        raise UserError(f"--num-steps must be >= {ckpt['t_max']} for the latency code")
     cfg = TrainConfig(method=ckpt["method"], dataset=dataset, data_dir=data_dir,
                       num_steps=num_steps, max_eval=args.max_eval, t_max=ckpt["t_max"])
     test = load_splits(cfg, args.device, splits=("test",))["test"]
     if test.features != ckpt["sizes"][0]:
-        raise ValueError(f"{args.checkpoint} holds a network with {ckpt['sizes'][0]} inputs, but "
+        raise UserError(f"{args.checkpoint} holds a network with {ckpt['sizes'][0]} inputs, but "
                          f"{dataset} gives {test.features}")
     res = evaluate(net.to(args.device), test, ckpt["decision"])
     res = {"accuracy": res.pop("accuracy"), **res, "method": ckpt["method"], "dataset": dataset,

@@ -35,6 +35,7 @@ import torch
 from antlr_snn.experiments import common
 from antlr_snn.experiments import spike_train as st
 from antlr_snn.methods import METHODS
+from antlr_snn.errors import UserError
 
 DEFAULT_METHODS = ("activation", "timing", "antlr")
 
@@ -49,7 +50,7 @@ def pca_directions(gradients: np.ndarray) -> tuple:
     """
     g = np.asarray(gradients, dtype=np.float64)
     if g.ndim != 2 or g.shape[0] < 3:
-        raise ValueError(f"need at least 3 gradient vectors for two principal components, "
+        raise UserError(f"need at least 3 gradient vectors for two principal components, "
                          f"got {g.shape[0] if g.ndim == 2 else 0}")
     g = g - g.mean(0, keepdims=True)
     _, s, vt = np.linalg.svd(g, full_matrices=False)
@@ -275,9 +276,9 @@ def _parse_span(text) -> object:
     try:
         v = float(text)
     except ValueError:
-        raise ValueError(f"--span must be a positive number or 'auto', got {text!r}") from None
+        raise UserError(f"--span must be a positive number or 'auto', got {text!r}") from None
     if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"--span must be a positive number or 'auto', got {text!r}")
+        raise UserError(f"--span must be a positive number or 'auto', got {text!r}")
     return v
 
 
@@ -292,7 +293,7 @@ def train_to_zero(cfg: st.TaskConfig, max_iterations: int, attempts: int, show_p
                       "iterations": int(res.iterations[-1])})
         if res.final[0] == 0.0:
             return problem, res, tried
-    raise ValueError(f"antlr did not reach zero loss within {max_iterations} iterations on "
+    raise UserError(f"antlr did not reach zero loss within {max_iterations} iterations on "
                      f"{attempts} pattern(s); raise --max-iterations or --attempts")
 
 
@@ -300,13 +301,13 @@ def run(args) -> int:
     t0 = time.time()
     n = args.grid
     if not isinstance(n, int) or n < 5 or n % 2 == 0:
-        raise ValueError(f"--grid must be an odd integer >= 5, got {n}")
+        raise UserError(f"--grid must be an odd integer >= 5, got {n}")
     span_arg = _parse_span(args.span)
     if not (0.0 < args.region_fraction < 1.0):
-        raise ValueError(f"--region-fraction must lie in (0, 1), got {args.region_fraction}")
+        raise UserError(f"--region-fraction must lie in (0, 1), got {args.region_fraction}")
     for name in ("max_iterations", "attempts", "chunk"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     cfg = st.TaskConfig(
         inputs=args.inputs, hidden=tuple(args.hidden), outputs=1, num_steps=args.steps,
         input_spikes=args.input_spikes, target_spikes=1, tau=args.tau,

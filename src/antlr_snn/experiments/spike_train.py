@@ -32,6 +32,7 @@ from antlr_snn import SpikingNetwork, losses
 from antlr_snn.experiments import common
 from antlr_snn.methods import METHODS
 from antlr_snn.training import adam
+from antlr_snn.errors import UserError
 
 DEFAULT_METHODS = ("antlr", "activation", "timing")
 KAPPA_DERIVATIVES = losses.KAPPA_DERIVATIVES
@@ -75,33 +76,33 @@ class TaskConfig:
                 ("input_spikes", self.input_spikes), ("target_spikes", self.target_spikes))
         for name, v in ints:
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise UserError(f"{name} must be a positive integer, got {v!r}")
         if any((not isinstance(h, int)) or h < 1 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be positive integers, got {list(self.hidden)}")
+            raise UserError(f"hidden sizes must be positive integers, got {list(self.hidden)}")
         if self.input_spikes > self.num_steps:
-            raise ValueError(f"--input-spikes {self.input_spikes} exceeds the {self.num_steps} "
+            raise UserError(f"--input-spikes {self.input_spikes} exceeds the {self.num_steps} "
                              "time steps (spikes of one neuron lie at distinct steps)")
         lo, hi = self.target_window
         if self.target_spikes > hi - lo:
-            raise ValueError(f"--target-spikes {self.target_spikes} does not fit in the target "
+            raise UserError(f"--target-spikes {self.target_spikes} does not fit in the target "
                              f"window [{lo}, {hi}) of T={self.num_steps} steps")
         for name, v in (("tau", self.tau), ("init_scale", self.init_scale), ("lr", self.lr)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+                raise UserError(f"{name} must be a finite number > 0, got {v!r}")
         for m, v in self.method_lr.items():
             if m not in METHODS:
-                raise ValueError(f"--method-lr names unknown method {m!r}; "
+                raise UserError(f"--method-lr names unknown method {m!r}; "
                                  f"choose from {', '.join(METHODS)}")
             if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"learning rate for {m} must be a finite number > 0, got {v!r}")
+                raise UserError(f"learning rate for {m} must be a finite number > 0, got {v!r}")
         for name, v in (("grad_clip", self.grad_clip), ("no_spike_penalty", self.no_spike_penalty)):
             if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+                raise UserError(f"{name} must be a finite number >= 0, got {v!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) \
                 or not 0 <= self.seed < 2 ** 32:  # as `train`: trials are (seed, k) here
-            raise ValueError(f"--seed must be in [0, 2**32 - 1], got {self.seed!r}")
+            raise UserError(f"--seed must be in [0, 2**32 - 1], got {self.seed!r}")
         if self.kappa_derivative not in KAPPA_DERIVATIVES:
-            raise ValueError(f"kappa_derivative must be one of {KAPPA_DERIVATIVES}, "
+            raise UserError(f"kappa_derivative must be one of {KAPPA_DERIVATIVES}, "
                              f"got {self.kappa_derivative!r}")
 
 
@@ -450,7 +451,7 @@ def config_from_args(args) -> TaskConfig:
 
 def set_threads(n: int) -> None:
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"--threads must be a positive integer, got {n!r}")
+        raise UserError(f"--threads must be a positive integer, got {n!r}")
     torch.set_num_threads(n)
 
 
@@ -459,11 +460,11 @@ def run(args) -> int:
     cfg.validate()
     set_threads(args.threads)
     if args.iterations < 1:
-        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+        raise UserError(f"--iterations must be >= 1, got {args.iterations}")
     if args.trials < 1:
-        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
     if args.log_every < 1:
-        raise ValueError(f"--log-every must be >= 1, got {args.log_every}")
+        raise UserError(f"--log-every must be >= 1, got {args.log_every}")
     out = common.ensure_writable_dir(args.out)
     args_dict = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     args_dict["method_lr"] = dict(args_dict.get("method_lr") or [])

@@ -10,7 +10,6 @@ several trials are spread over the ranks instead. See docs/training.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import time
@@ -21,8 +20,10 @@ import torch.distributed as dist
 
 from antlr_snn.checkpoints import is_int, is_number, shown
 from antlr_snn.experiments import common
-from antlr_snn.training import (EVENT_DATASETS, PRESETS, Runtime, TrainConfig,
-                                check_network_fits, from_lead, load_splits, train_trial)
+from antlr_snn.distributed import Runtime, from_lead, setup_distributed
+from antlr_snn.errors import DataNotFound, UserError
+from antlr_snn.training import (EVENT_DATASETS, PRESETS, TrainConfig, check_network_fits,
+                                load_splits, train_trial)
 
 EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
 HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
@@ -66,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
-        raise ValueError(msg)
+        raise UserError(msg)
 
 
 # the JSON types of config.json's entries (TrainConfig fields); None where "or null" is allowed
@@ -95,14 +96,14 @@ def check_saved_config(saved, path: str) -> dict:
 
     >>> check_saved_config({"hidden": "abc"}, "run/config.json")
     Traceback (most recent call last):
-    ValueError: run/config.json: bad "hidden" (must be a list of integers, got 'abc')
+    antlr_snn.errors.UserError: run/config.json: bad "hidden" (must be a list of integers, got 'abc')
     """
     if not isinstance(saved, dict):
-        raise ValueError(f"{path}: not a run configuration (a JSON object), "
+        raise UserError(f"{path}: not a run configuration (a JSON object), "
                          f"but a JSON {type(saved).__name__}")
     for key, (test, what) in SAVED_TYPES.items():
         if key in saved and not test(saved[key]):
-            raise ValueError(f'{path}: bad "{key}" (must be {what}, got {shown(saved[key])})')
+            raise UserError(f'{path}: bad "{key}" (must be {what}, got {shown(saved[key])})')
     return saved
 
 
@@ -117,14 +118,14 @@ def resolve_config(args, saved: dict | None, saved_path: str = "config.json") ->
         for k, v in given.items():
             if k in saved and saved[k] != v:
                 flag = "--" + k.replace("_", "-")
-                raise ValueError(f"{flag} {v} differs from the run being resumed ({saved[k]}); "
+                raise UserError(f"{flag} {v} differs from the run being resumed ({saved[k]}); "
                                  f"leave it out or use another --out")
         given = {**{k: v for k, v in saved.items() if k in {f.name for f in fields(TrainConfig)}},
                  **given}
         try:  # every flag given equals the saved value here: a failed check is the file's
             return _validated(given)
         except ValueError as exc:
-            raise ValueError(f"{saved_path}: bad run configuration ({exc})") from None
+            raise UserError(f"{saved_path}: bad run configuration ({exc})") from None
     return _validated(given)
 
 
@@ -158,46 +159,30 @@ def _validated(given: dict) -> TrainConfig:
     return cfg
 
 
-def setup_distributed(device: str):
-    """``(rank, world, device)``; joins the process group when started by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    common.check_device(device)
-    if world <= 1:
-        return 0, 1, "cuda" if use_cuda else "cpu"
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(hours=12))
-    return dist.get_rank(), dist.get_world_size(), f"cuda:{local}" if use_cuda else "cpu"
-
-
 def prepare_out(args, rt: Runtime):
     """Check/create the output folder on rank 0; returns (out, saved config or None)."""
     def prepare():
         if args.out is not None and not args.out.strip():
-            raise ValueError("--out is empty; give a folder name (or leave --out out for "
+            raise UserError("--out is empty; give a folder name (or leave --out out for "
                              "runs/train-<date>-<time>)")
         if args.resume and not args.out:
-            raise ValueError("--resume needs --out DIR, the folder of the run to continue")
+            raise UserError("--resume needs --out DIR, the folder of the run to continue")
         out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
         cfg_path = os.path.join(out, "config.json")
         if args.resume:
             if not os.path.exists(cfg_path):
-                raise FileNotFoundError(f"--resume: no run to resume in {out} (no config.json)")
+                raise DataNotFound(f"--resume: no run to resume in {out} (no config.json)")
             import json
             try:
                 with open(cfg_path, encoding="utf-8") as fh:
                     saved = json.load(fh)
             except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
                 reason = getattr(exc, "msg", None) or exc.__class__.__name__
-                raise ValueError(f"{cfg_path} is not valid JSON ({reason}); the run cannot be "
+                raise UserError(f"{cfg_path} is not valid JSON ({reason}); the run cannot be "
                                  f"resumed") from None
             return out, check_saved_config(saved, cfg_path)
         if os.path.exists(cfg_path):
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose "
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose "
                              f"another --out")
         common.ensure_writable_dir(out)
         return out, None
@@ -260,11 +245,11 @@ def read_metrics(path: str) -> list:
     for i, rec in enumerate(records, 1):
         for key in PLOTTED:
             if key not in rec:
-                raise ValueError(f"{path}: record {i} lacks {key!r}")
+                raise UserError(f"{path}: record {i} lacks {key!r}")
             if not (rec[key] is None or is_number(rec[key])):
-                raise ValueError(f"{path}: record {i} has a non-numeric {key!r}")
+                raise UserError(f"{path}: record {i} has a non-numeric {key!r}")
         if not is_int(rec.get("trial", 0)):
-            raise ValueError(f"{path}: record {i} has a bad 'trial' ({rec['trial']!r:.40})")
+            raise UserError(f"{path}: record {i} has a bad 'trial' ({rec['trial']!r:.40})")
     return records
 
 
