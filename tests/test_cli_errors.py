@@ -109,13 +109,15 @@ def _damaged(run_dir, tmp_path, change, name="best.pt"):
 
 @pytest.mark.parametrize("change, needles", [
     (lambda c: c.pop("method"), ["lacks 'method'"]),
-    (lambda c: c.pop("sizes"), ["lacks 'sizes'"]),
+    (lambda c: c.pop("layers"), ["lacks 'layers'"]),
     (lambda c: c.update(decision="foo"), ["bad 'decision'", "'foo'"]),
     (lambda c: c.update(t_max="x"), ["bad 't_max'", "positive integer"]),
     (lambda c: c.update(num_steps=2.5), ["bad 'num_steps'"]),
-    (lambda c: c.update(sizes="abc"), ["bad 'sizes'"]),
+    (lambda c: c.update(layers="abc"), ["bad 'layers'"]),
+    (lambda c: c.update(format="antlr-snn/1"), ["another version of antlr-snn", "antlr-snn/1"]),
     (lambda c: c.update(method="hebb"), ["bad 'method'", "antlr"]),
-    (lambda c: c.update(lif={"alpha_v": 5.0}), ["bad 'lif'", "alpha_v"]),
+    (lambda c: c["layers"][0]["neuron"].update(alpha_v=5.0), ["bad 'layers'", "alpha_v"]),
+    (lambda c: c["layers"][0].update(type="LSTM"), ["bad 'layers'", "unknown type", "LSTM"]),
     (lambda c: c.update(dataset="cifar"), ["unknown data set 'cifar'"]),
     (lambda c: c["state_dict"]["layers.0.weight"].view(-1)[7].fill_(float("nan")),
      ["'layers.0.weight'", "NaN or infinite"]),
@@ -173,7 +175,7 @@ def test_failed_allocation_names_the_network(tmp_path, capsys, monkeypatch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
                            "can't allocate memory: you tried to allocate 6272000000 bytes. "
                            "Error code 12 (Cannot allocate memory)")
-    monkeypatch.setattr(training, "SpikingNetwork", no_memory)
+    monkeypatch.setattr(training, "network_from_spec", no_memory)
     out = tmp_path / "x"
     fails(capsys, "train", *TINY, "--out", out,
           needles=["784-20-10 network", "tried to allocate 6272000000 bytes"])

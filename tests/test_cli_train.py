@@ -69,9 +69,13 @@ def test_train_writes_every_result_file(trained):
 def test_best_checkpoint_rebuilds_the_network(trained):
     out, _ = trained
     ckpt = common.load_checkpoint(out / "best.pt")
-    assert ckpt["sizes"] == [784, 100, 10]
+    assert [(l["type"], l["in_features"], l["out_features"]) for l in ckpt["layers"]] == [
+        ("LIFLayer", 784, 100), ("LIFLayer", 100, 10)]
     assert ckpt["method"] == "antlr" and ckpt["dataset"] == "mnist" and ckpt["num_steps"] == 30
-    assert ckpt["lif"]["alpha_v"] == 0.99 and ckpt["lif"]["threshold"] == 1.0
+    for layer in ckpt["layers"]:  # every layer's neuron and method travel with the weights
+        assert layer["neuron"]["alpha_v"] == 0.99 and layer["neuron"]["threshold"] == 1.0
+        assert layer["neuron"]["method"] == "antlr" and layer["neuron"]["lambda_tim"] == 1.0
+    assert ckpt["state_dict"]["layers.1._extra_state"]["neuron"] == ckpt["layers"][1]["neuron"]
     assert ckpt["state_dict"]["layers.0.weight"].shape == (100, 784)
 
 
@@ -148,9 +152,15 @@ def test_checkpoint_errors(trained, tmp_path, capsys):
                "--max-eval", "2", needles=["784 inputs", "2312"])
     # a checkpoint whose weights do not fit the sizes it claims
     ckpt = common.load_checkpoint(out / "best.pt")
-    ckpt["sizes"] = [784, 50, 10]
+    ckpt["layers"][0]["out_features"] = ckpt["layers"][1]["in_features"] = 50
     torch.save(ckpt, tmp_path / "other.pt")
     in_process(capsys, "evaluate", "--checkpoint", tmp_path / "other.pt", needles=["do not fit"])
+    # a checkpoint whose layer settings disagree with the settings saved with its weights
+    ckpt = common.load_checkpoint(out / "best.pt")
+    ckpt["layers"][1]["neuron"]["threshold"] = 0.5
+    torch.save(ckpt, tmp_path / "settings.pt")
+    in_process(capsys, "evaluate", "--checkpoint", tmp_path / "settings.pt",
+               needles=["other neuron settings", "threshold=1.0 (this layer: 0.5)"])
     # resuming with another network size, or a run without a checkpoint to resume
     in_process(capsys, "train", *TINY, "--hidden", "50", "--resume", "--out", out,
                needles=["--hidden [50] differs"])

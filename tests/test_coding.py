@@ -105,7 +105,7 @@ def test_bad_input_raises_clear_errors():
         LIFLayer(4, 3, threshold=0.0)
     with pytest.raises(ValueError, match="in_features"):
         LIFLayer(0, 3)
-    with pytest.raises(ValueError, match="previous layer has 3"):
+    with pytest.raises(ValueError, match=r"layer below gives spikes of shape \(5, 2, 3\)"):
         LIFLayer(5, 2)(layer(ok))
     with pytest.raises(ValueError, match="sizes"):
         SpikingNetwork([4])

@@ -1,4 +1,5 @@
 """Property-based numerical safety: no NaN or Inf anywhere, for every method and setting."""
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,14 +43,21 @@ def test_no_nan_or_inf(method, single_spike, sizes, T, B, density, alpha_v, alph
     n_out = sizes[-1]
     labels = torch.randint(0, n_out, (B,))
     target = torch.bernoulli(torch.full(out.spikes.shape, 0.2, dtype=dtype))
-    terms = [
-        losses.count_loss(out, torch.ones(B, n_out, dtype=dtype)),
-        losses.spike_train_loss(out, target, tau=3.0),
-        losses.at_least_one_spike_loss(out, labels),
-        losses.no_spike_penalty(net, out),
-    ]
-    if method != "bptt":  # bptt has no timing channel, so the latency loss has no graph
-        terms.append(losses.latency_loss(out, labels))
+    cfg = net.layers[-1].cfg
+    terms = [losses.no_spike_penalty(net, out), 1e-3 * out.voltage.sum()]
+    # each loss only where the output layer keeps its channel (else it must refuse, loudly)
+    for needs, loss_fn in ((cfg.activation_channel,
+                            lambda: losses.count_loss(out, torch.ones(B, n_out, dtype=dtype))),
+                           (cfg.activation_channel,
+                            lambda: losses.at_least_one_spike_loss(out, labels)),
+                           (cfg.timing_channel, lambda: losses.latency_loss(out, labels)),
+                           (cfg.activation_channel or cfg.timing_channel,
+                            lambda: losses.spike_train_loss(out, target, tau=3.0))):
+        if needs:
+            terms.append(loss_fn())
+        else:
+            with pytest.raises(ValueError, match="gradient would be zero"):
+                loss_fn()
     loss = sum(terms)
     assert torch.isfinite(loss)
     loss.backward()

@@ -1,7 +1,8 @@
 """antlr-snn: spiking neural networks that learn with few spikes, by ANTLR.
 
 The combined activation- and timing-based learning rule of Kim et al., NeurIPS 2020, with the
-activation, timing and BPTT methods beside it, as composable PyTorch modules.
+activation, timing and BPTT methods beside it, as composable PyTorch modules for any linear
+synapse (fully connected, convolutional, pooling, a user's own).
 
 Example:
     >>> import torch
@@ -11,10 +12,14 @@ Example:
     >>> tuple(out.spikes.shape)
     (100, 4, 10)
 """
-from antlr_snn import decode, encode, losses
-from antlr_snn.layers import METHODS, LIFLayer, SpikeOutput, SpikingNetwork
-from antlr_snn.neuron import LIFParameters
+from antlr_snn import decode, encode, kernels, losses
+from antlr_snn.errors import UserError
+from antlr_snn.kernels import set_checks
+from antlr_snn.layers import (LIF, METHODS, Flatten, LIFConv2d, LIFLayer, SpikeOutput,
+                              SpikingNetwork, Unflatten, network_from_spec)
+from antlr_snn.neuron import LIFParameters, MethodConfig
 
-__version__ = "0.1.0"
-__all__ = ["LIFLayer", "SpikingNetwork", "SpikeOutput", "LIFParameters", "METHODS",
-           "losses", "encode", "decode", "__version__"]
+__version__ = "0.2.0"
+__all__ = ["LIFLayer", "LIFConv2d", "LIF", "Flatten", "Unflatten", "SpikingNetwork", "SpikeOutput",
+           "LIFParameters", "MethodConfig", "METHODS", "UserError", "network_from_spec",
+           "set_checks", "losses", "encode", "decode", "kernels", "__version__"]

@@ -1,10 +1,11 @@
 """Checkpoints written by :mod:`antlr_snn.training`: what each use needs, and the network in one.
 
 A checkpoint is a dict saved with ``torch.save``: ``format`` (:data:`CHECKPOINT_FORMAT`), the
-model (``sizes``, ``method``, ``single_spike``, ``lif``, ``state_dict``), how its input was coded
+model (``layers``: the network's description with every layer's neuron constants, method and
+lambdas; ``state_dict``, which holds them too), how its input was coded
 and decided (``dataset``, ``num_steps``, ``t_max``, ``decision``) and, in ``checkpoint.pt`` but
 not ``best.pt``, everything needed to resume (``optimizer``, ``scheduler``, ``state``, ``rng``).
-:func:`check_checkpoint` turns a damaged or foreign file into one ``ValueError`` that names the
+:func:`check_checkpoint` turns a damaged or foreign file into one ``UserError`` that names the
 file and the key at fault.
 """
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import torch
 
 from antlr_snn.errors import UserError, one_line
-from antlr_snn.layers import SpikingNetwork
-from antlr_snn.methods import METHODS
+from antlr_snn.layers import SpikingNetwork, describe_spec, network_from_spec
+from antlr_snn.neuron import METHODS
 
-CHECKPOINT_FORMAT = "antlr-snn/1"
+CHECKPOINT_FORMAT = "antlr-snn/2"
 
 DECISIONS = ("earliest_spike", "most_spikes")
 
@@ -31,18 +32,15 @@ def is_number(v) -> bool:
 
 # what each use of a checkpoint needs: key -> (test, what it must be)
 _MODEL_KEYS = {
-    "sizes": (lambda v: isinstance(v, (list, tuple)) and len(v) >= 2
-              and all(is_int(n, 1) for n in v), "a list of >= 2 positive layer sizes"),
-    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
-    "single_spike": (lambda v: isinstance(v, bool), "true or false"),
-    "lif": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and is_number(x)
-                                                  for k, x in v.items()),
-            "a dict of neuron parameters"),
-    "state_dict": (lambda v: isinstance(v, dict) and all(isinstance(x, torch.Tensor)
-                                                         for x in v.values()),
-                   "a dict of tensors"),
+    "layers": (lambda v: isinstance(v, list) and len(v) >= 1
+               and all(isinstance(x, dict) and isinstance(x.get("type"), str) for x in v),
+               "a list of layer descriptions"),
+    "state_dict": (lambda v: isinstance(v, dict) and all(
+        isinstance(x, torch.Tensor) or (k.endswith("_extra_state") and isinstance(x, dict))
+        for k, x in v.items()), "a dict of tensors and layer settings"),
 }
 _EVALUATE_KEYS = {
+    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
     "decision": (lambda v: v in DECISIONS, f"one of {', '.join(DECISIONS)}"),
     "dataset": (lambda v: isinstance(v, str), "a data set name"),
     "num_steps": (lambda v: is_int(v, 1), "a positive integer"),
@@ -73,15 +71,14 @@ def shown(v) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -> None:
-    """One-line ``ValueError`` naming ``path`` and the problem for a checkpoint that cannot
+def check_checkpoint(ckpt: dict, path: str, spec=None, use: str = "evaluate") -> None:
+    """One-line ``UserError`` naming ``path`` and the problem for a checkpoint that cannot
     serve ``use``: ``"model"`` (rebuild the network), ``"evaluate"`` (also code the input and
     decide) or ``"resume"`` (also optimizer, scheduler, progress and RNG states); with
-    ``sizes``, also for a network of another size.
+    ``spec`` (a network description), also for another network.
 
-    >>> ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": {}, "sizes": [4, 3, 10],
-    ...         "method": "antlr", "single_spike": False, "lif": {}, "decision": "latest",
-    ...         "dataset": "mnist", "num_steps": 100, "t_max": 24}
+    >>> ckpt = {"format": CHECKPOINT_FORMAT, "state_dict": {}, "layers": [{"type": "Flatten"}],
+    ...         "method": "antlr", "decision": "latest", "dataset": "mnist", "num_steps": 100, "t_max": 24}
     >>> check_checkpoint(ckpt, "best.pt", use="model")
     >>> check_checkpoint(ckpt, "best.pt")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -91,6 +88,11 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
     Traceback (most recent call last):
     antlr_snn.errors.UserError: checkpoint best.pt lacks 'optimizer', needed to resume (it holds only a model, ...)
     """
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("format"), str) \
+            and ckpt["format"].startswith("antlr-snn/") and ckpt["format"] != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} was written by another version of antlr-snn (format "
+                        f"{ckpt['format']}, this one reads {CHECKPOINT_FORMAT}); retrain, or "
+                        f"use the version that wrote it")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
             or "state_dict" not in ckpt:
         raise UserError(f"{path} is not an antlr-snn training checkpoint")
@@ -110,7 +112,7 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
             raise UserError(f"checkpoint {path}: bad {key!r} (must be {what}; "
                              f"got {shown(ckpt[key])})")
     for name, t in ckpt["state_dict"].items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise UserError(f"checkpoint {path}: {name!r} holds NaN or infinite values "
                              f"(the run that wrote it diverged)")
     if use == "resume":
@@ -121,8 +123,10 @@ def check_checkpoint(ckpt: dict, path: str, sizes=None, use: str = "evaluate") -
             if not test(ckpt["state"][key]):
                 raise UserError(f"checkpoint {path}: bad 'state' entry {key!r} "
                                  f"(got {shown(ckpt['state'][key])})")
-    if sizes is not None and list(ckpt["sizes"]) != list(sizes):
-        have, want = "-".join(map(str, ckpt["sizes"])), "-".join(map(str, sizes))
+    if spec is not None and ckpt["layers"] != spec:
+        have, want = describe_spec(ckpt["layers"]), describe_spec(spec)
+        if have == want:
+            have, want = shown(ckpt["layers"]), shown(spec)
         raise UserError(f"checkpoint {path} holds a {have} network, but this run needs {want}")
 
 
@@ -131,15 +135,16 @@ def network_from_checkpoint(ckpt: dict, path: str = "checkpoint",
     """The network saved in ``ckpt`` (read from ``path``), after :func:`check_checkpoint`."""
     check_checkpoint(ckpt, path, use=use)
     try:
-        net = SpikingNetwork(ckpt["sizes"], method=ckpt["method"],
-                             single_spike=ckpt["single_spike"], **ckpt["lif"])
-    except (TypeError, ValueError) as exc:  # unknown or out-of-range neuron parameters
-        raise UserError(f"checkpoint {path}: bad 'lif' ({one_line(exc)})") from None
+        net = network_from_spec(ckpt["layers"])
+    except (TypeError, ValueError) as exc:  # unknown or out-of-range layer settings
+        raise UserError(f"checkpoint {path}: bad 'layers' ({one_line(exc)})") from None
     try:
         net.load_state_dict(ckpt["state_dict"])
+    except UserError as exc:  # layer settings in the state that differ from 'layers'
+        raise UserError(f"checkpoint {path}: {one_line(exc)}") from None
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the network it describes "
-                         f"({state_dict_problem(exc)})") from None
+                        f"({state_dict_problem(exc)})") from None
     return net
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from antlr_snn import kernels
+from antlr_snn.kernels import ops
 from antlr_snn.errors import UserError
 
 __all__ = ["earliest_spike", "most_spikes", "decision_step", "spike_counts", "synaptic_operations",
@@ -33,11 +34,8 @@ def _spikes(out) -> torch.Tensor:
     S = S.detach()
     if S.dtype == torch.bool:
         S = S.to(torch.uint8)  # argmax/amax do not take bool
-    problem = kernels.binary_check(S)
-    if problem == "nan":
-        raise UserError("spikes contain NaN")
-    if problem == "nonbinary":
-        raise UserError("spikes must be binary (0 or 1); found other values")
+    if kernels.checks_enabled():
+        ops.require_binary(S, "spikes")
     return S
 
 
@@ -84,17 +82,39 @@ def _layer_spikes(out) -> list:
     return [l.spikes.detach() for l in layers]
 
 
-def spike_counts(out) -> dict:
-    """Hidden + output spikes per sample: ``total`` and ``to_decision`` (up to and including the
-    first output spike; every step if the output stays silent). Also ``hidden`` and ``output``.
-    ``out`` is a network's output (all its layers count) or one layer's output or spikes."""
+DECISIONS = ("earliest_spike", "most_spikes")
+
+
+def _per_sample(s: torch.Tensor, batch_dims: int, mask=None) -> torch.Tensor:
+    """Spikes of one layer ``[T, *batch, *features]`` summed to ``[*batch]`` (``mask``
+    ``[T, *batch]`` weighs the steps)."""
+    if mask is not None:
+        s = s * mask.reshape(*mask.shape, *([1] * (s.dim() - mask.dim())))
+    return s.sum(dim=(0, *range(1 + batch_dims, s.dim())))
+
+
+def spike_counts(out, decision: str = "earliest_spike") -> dict:
+    """Hidden + output spikes per sample: ``total`` and ``to_decision``, also ``hidden`` and
+    ``output``. ``out`` is a network's output (all its layers count, convolutional ones too)
+    or one layer's output or spikes.
+
+    ``to_decision`` is what the ``decision`` costs: for ``"earliest_spike"`` the spikes up to
+    and including the first output spike (every step if the output stays silent); for
+    ``"most_spikes"`` the whole window is needed, so it equals ``total``.
+    """
+    if decision not in DECISIONS:
+        raise UserError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     spikes = _layer_spikes(out)
-    step = decision_step(spikes[-1])
-    T = spikes[-1].shape[0]
-    upto = (torch.arange(T, device=step.device).reshape(T, *([1] * step.dim())) <= step).to(
-        spikes[-1].dtype)
-    per_layer = [s.sum(dim=(0, -1)) for s in spikes]
-    upto_layer = [(s * upto.unsqueeze(-1)).sum(dim=(0, -1)) for s in spikes]
+    nb = spikes[-1].dim() - 2
+    per_layer = [_per_sample(s, nb) for s in spikes]
+    if decision == "most_spikes":
+        upto_layer = per_layer
+    else:
+        step = decision_step(spikes[-1])
+        T = spikes[-1].shape[0]
+        upto = (torch.arange(T, device=step.device).reshape(T, *([1] * step.dim())) <= step).to(
+            spikes[-1].dtype)
+        upto_layer = [_per_sample(s, nb, upto) for s in spikes]
     return {
         "total": sum(per_layer),
         "to_decision": sum(upto_layer),
@@ -104,13 +124,17 @@ def spike_counts(out) -> dict:
 
 
 def synaptic_operations(inputs: torch.Tensor, out) -> torch.Tensor:
-    """SynOps per sample: every spike entering a layer costs one operation per target neuron.
+    """SynOps per sample of a fully connected network: every spike entering a layer costs one
+    operation per target neuron.
 
     ``inputs`` is the network's input ``[T, *batch, N_in]``; ``out`` its output (with ``.layers``),
     or one layer's output or spikes. The output layer's own spikes drive nothing and are not
     counted.
     """
     spikes = _layer_spikes(out)
+    if any(s.dim() != spikes[-1].dim() for s in spikes) or inputs.dim() != spikes[-1].dim():
+        raise UserError("synaptic_operations counts fully connected layers ([T, B, N] spikes "
+                        "everywhere); this network has layers of other shapes")
     sources = [inputs.detach()] + spikes[:-1]
     return sum(s.sum(dim=(0, -1)) * l.shape[-1] for s, l in zip(sources, spikes))
 
@@ -119,5 +143,7 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of correct predictions (a prediction of -1 is always wrong)."""
     if pred.shape != labels.shape:
         raise UserError(f"pred and labels must have the same shape, got {tuple(pred.shape)} "
-                         f"and {tuple(labels.shape)}")
+                        f"and {tuple(labels.shape)}")
+    if pred.numel() == 0:
+        raise UserError("accuracy of an empty batch is undefined (no predictions)")
     return (pred == labels).float().mean().item()

@@ -43,12 +43,18 @@ def _check_images(images: torch.Tensor, num_steps: int) -> torch.Tensor:
 def latency(images: torch.Tensor, num_steps: int, t_max: int = 24) -> torch.Tensor:
     """Latency code: a pixel ``x`` in (0, 1] spikes once, at step ``floor(t_max (1 - x))``.
 
-    ``x = 0`` never spikes. Needs ``t_max <= num_steps`` so that every spike fits.
+    ``x = 0`` never spikes; ``x`` just above 0 spikes at ``t_max - 1``. Needs
+    ``t_max <= num_steps`` so that every spike fits. The floor is exact for the values the
+    input dtype means: a product within ``t_max * eps(dtype)`` below a step boundary (the
+    rounding error of ``x``) goes to that boundary, so an 8-bit gray level ``x = k / 255``
+    spikes at exactly ``(t_max (255 - k)) // 255`` in float32 and float64 (float32(1/3) lies
+    above 1/3 and would otherwise spike one step early).
     """
     images = _check_images(images, num_steps)
     if not isinstance(t_max, int) or t_max < 1 or t_max > num_steps:
         raise UserError(f"t_max must be an integer in [1, num_steps={num_steps}], got {t_max!r}")
-    step = torch.floor(t_max * (1 - images.double())).long().clamp_max(t_max - 1)
+    tol = t_max * torch.finfo(images.dtype).eps
+    step = torch.floor(t_max * (1 - images.double()) + tol).long().clamp_max(t_max - 1)
     out = torch.zeros(num_steps, *images.shape, dtype=images.dtype, device=images.device)
     active = images > 0
     out.scatter_(0, step.unsqueeze(0), active.to(images.dtype).unsqueeze(0))

@@ -1,38 +1,56 @@
-"""``nn.Module`` wrappers: :class:`LIFLayer` and :class:`SpikingNetwork`.
+"""``nn.Module`` layers: a linear synapse followed by LIF neurons, ``Flatten``, and networks.
 
-The modules hold parameters and validate input; the dynamics live in :mod:`antlr_snn.neuron`
-and the gradient methods in :mod:`antlr_snn.methods`.
+Every spiking layer takes input spikes ``[T, B, *features]`` (or the output of the layer
+below) and returns a :class:`SpikeOutput`. The neuron constants, the gradient method, the
+lambdas and ``single_spike`` are part of each layer's state (``state_dict``): loading a state
+into a layer built with other settings is refused with an error that names them.
+
+Which implementation runs is decided in one place, :func:`antlr_snn.kernels.backend_for`; a
+fully connected layer on a backend that fuses it (numba on the CPU) runs in one piece, every
+other layer as ``synapse -> neuron`` (:mod:`antlr_snn.synapses`, :mod:`antlr_snn.methods`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from antlr_snn import kernels
-from antlr_snn.methods import METHODS, LIFFunction, bptt_forward, method_config
-from antlr_snn.neuron import LIFParameters
+from antlr_snn import kernels, methods
 from antlr_snn.errors import UserError
+from antlr_snn.kernels import ops
+from antlr_snn.neuron import METHODS, LIFParameters, method_config
+from antlr_snn.synapses import Conv, Dense, Module
+
+__all__ = ["SpikeOutput", "LIFLayer", "LIFConv2d", "LIF", "Flatten", "Unflatten",
+           "SpikingNetwork",
+           "check_spikes", "network_from_spec", "describe_spec", "spec_in_features", "METHODS", "NEURON_DEFAULTS"]
+
+#: The neuron and method keywords every spiking layer takes, with their defaults.
+NEURON_DEFAULTS = {"method": "antlr", "lambda_act": 1.0, "lambda_tim": 1.0, "alpha_v": 0.99,
+                   "alpha_i": 0.99, "beta_v": None, "beta_i": 1.0, "beta_bias": None,
+                   "threshold": 1.0, "single_spike": False, "surrogate_scale": 1.0,
+                   "surrogate_width": 3.0, "vstar_min": 1e-2, "eps_derivative": "backward"}
 
 
-@dataclass
-class SpikeOutput:
-    """What a layer or a network returns.
+class SpikeOutput(NamedTuple):
+    """What a layer or a network returns (a named tuple: ``torch.func``, export and module
+    hooks see its tensors).
 
     Attributes:
-        spikes: ``[T, *batch, N]`` float 0/1. Its autograd gradient is dL/dS.
+        spikes: ``[T, B, *features]`` float 0/1. Its autograd gradient is dL/dS.
         shift: zeros of the same shape; its autograd gradient is dL/dt (the timing channel).
         voltage: membrane potential V (Eq. 1); its gradient is added to dL/dV.
-        layers: for a network, the outputs of every layer, the last one included.
+        layers: for a network, the outputs of every spiking layer, the last one included.
+        method: the gradient method of the layer that made it.
     """
 
     spikes: torch.Tensor
     shift: torch.Tensor
     voltage: torch.Tensor
-    layers: tuple = field(default=())
+    layers: tuple = ()
+    method: Optional[str] = None
 
     @property
     def hidden(self) -> tuple:
@@ -47,38 +65,135 @@ class SpikeOutput:
 SpikeInput = Union[torch.Tensor, SpikeOutput]
 
 
-def check_spikes(x: torch.Tensor, in_features: int, replicas: Optional[int] = None) -> torch.Tensor:
-    """Validate raw input spikes and return them as floating point; ``ValueError`` names the problem.
+def check_spikes(x, rank: int, layout: str, features: Optional[tuple] = None,
+                 dtype: torch.dtype = None, expect: str = "") -> torch.Tensor:
+    """Raw input spikes, validated and as ``dtype``; ``UserError`` names the problem.
 
-    ``T`` must be >= 1; an empty batch (``B = 0``) is allowed and gives empty outputs.
+    ``T`` must be >= 1; an empty batch is allowed and gives empty outputs. The binary check
+    reads the data; :func:`antlr_snn.kernels.set_checks` turns it off.
     """
     if not isinstance(x, torch.Tensor):
-        raise UserError(f"input spikes must be a torch.Tensor or a SpikeOutput, got {type(x).__name__}")
-    rank = 3 if replicas is None else 4
-    layout = "[T, B, N]" if replicas is None else "[T, R, B, N]"
+        raise UserError(f"input spikes must be a torch.Tensor or a SpikeOutput, got "
+                        f"{type(x).__name__}")
     if x.dim() != rank:
-        raise UserError(f"input spikes must have rank {rank} {layout}, got shape {tuple(x.shape)}")
+        raise UserError(f"input spikes must have rank {rank} {layout}, got shape "
+                        f"{tuple(x.shape)}")
     if x.shape[0] < 1:
-        raise UserError(f"input spikes need at least one time step (T >= 1 on dim 0), "
-                         f"got shape {tuple(x.shape)}")
-    if x.shape[-1] != in_features:
-        raise UserError(f"input has {x.shape[-1]} features but the layer expects in_features="
-                         f"{in_features} (shape {tuple(x.shape)})")
-    if replicas is not None and x.shape[1] != replicas:
-        raise UserError(f"input has {x.shape[1]} replicas on dim 1 but the layer has {replicas}")
+        raise UserError(f"input spikes need at least one time step (T >= 1 on dim 0), got "
+                        f"shape {tuple(x.shape)}")
+    if features is not None:
+        got = tuple(x.shape[rank - len(features):])
+        if any(f is not None and f != g for f, g in zip(features, got)):
+            raise UserError(f"input spikes of shape {tuple(x.shape)} ({layout}) do not fit the "
+                            f"layer, which expects {expect or tuple(features)}")
     if x.is_complex():
         raise UserError("input spikes must be real, got a complex tensor")
-    if not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    problem = kernels.binary_check(x)  # one compiled pass on CPU
-    if problem == "nan":
-        raise UserError("input spikes contain NaN")
-    if problem == "nonbinary":
-        raise UserError("input spikes must be binary (0 or 1); found other values")
+    x = x.to(dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype()))
+    if kernels.checks_enabled():
+        if torch.compiler.is_compiling():  # an opaque operator: no graph break
+            ops.check_spikes(x)
+        else:
+            ops.require_binary(x)
     return x
 
 
-class LIFLayer(nn.Module):
+class _Neurons(nn.Module):
+    """LIF neurons (Eq. 1-3) with a gradient method: the part every spiking layer shares."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        unknown = set(kwargs) - set(NEURON_DEFAULTS)
+        if unknown:
+            raise UserError(f"unknown layer argument(s) {', '.join(sorted(unknown))}; the neuron "
+                            f"and method take {', '.join(NEURON_DEFAULTS)}")
+        kw = {**NEURON_DEFAULTS, **kwargs}
+        self._cfg = method_config(kw["method"], kw["lambda_act"], kw["lambda_tim"],
+                                  kw["single_spike"], kw["eps_derivative"])
+        self._params = LIFParameters.create(**{k: kw[k] for k in LIFParameters._fields})
+
+    # read-only: a method that disagreed with its lambdas would be a silent bug
+    params = property(lambda self: self._params, doc="The neuron constants (LIFParameters).")
+    cfg = property(lambda self: self._cfg, doc="The method (MethodConfig).")
+    method = property(lambda self: self._cfg.method)
+    lambda_act = property(lambda self: self._cfg.lambda_act)
+    lambda_tim = property(lambda self: self._cfg.lambda_tim)
+    single_spike = property(lambda self: self._cfg.single_spike)
+    eps_derivative = property(lambda self: self._cfg.eps_derivative)
+
+    def neuron_kwargs(self) -> dict:
+        """The keywords that rebuild these neurons exactly."""
+        return {**self._params._asdict(), **self._cfg._asdict()}
+
+    def spec(self) -> dict:
+        """A JSON-able description that :func:`network_from_spec` rebuilds."""
+        raise UserError(f"{type(self).__name__} with a custom synapse cannot be described; "
+                        f"save and rebuild it yourself")
+
+    def get_extra_state(self) -> dict:
+        return {"neuron": self.neuron_kwargs()}
+
+    def set_extra_state(self, state) -> None:
+        saved = state.get("neuron") if isinstance(state, dict) else None
+        if not isinstance(saved, dict):
+            raise UserError(f"{type(self).__name__}: the state holds no neuron settings")
+        mine = self.neuron_kwargs()
+        diff = [k for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+        if diff:
+            pairs = ", ".join(f"{k}={saved.get(k)!r} (this layer: {mine.get(k)!r})" for k in diff)
+            raise UserError(f"{type(self).__name__}: the state was saved with other neuron "
+                            f"settings: {pairs}; build the layer with the saved settings")
+
+    def extra_repr(self) -> str:
+        cfg, parts = self._cfg, [f"method={self.method!r}"]
+        if cfg.method == "antlr":
+            parts.append(f"lambda_act={cfg.lambda_act}, lambda_tim={cfg.lambda_tim}")
+        if cfg.single_spike:
+            parts.append("single_spike=True")
+        if cfg.eps_derivative != "backward":
+            parts.append(f"eps_derivative={cfg.eps_derivative!r}")
+        default = LIFParameters.create()
+        for k, v in self._params._asdict().items():
+            if v != getattr(default, k):
+                parts.append(f"{k}={v:.6g}")
+        return ", ".join(parts)
+
+    def _neurons(self, x, x_d, bias, backend: str) -> SpikeOutput:
+        S, d, V = methods.lif(x, x_d, bias, self._params, self._cfg, backend)
+        return SpikeOutput(S, d, V, method=self.method)
+
+    def _synapse_and_neurons(self, syn, s_in, d_in, bias) -> SpikeOutput:
+        backend = kernels.backend_for(s_in).name
+        x = syn(s_in)
+        x_d = None if self.method == "bptt" else methods.timing_current(d_in, s_in, syn, x.shape)
+        return self._neurons(x, x_d, bias, backend)
+
+    def _input(self, x, rank: int, layout: str, features: tuple, dtype, expect: str) -> tuple:
+        """``(spikes, shift or None)`` of ``x``, a SpikeOutput or raw spikes."""
+        if isinstance(x, SpikeOutput):
+            got = tuple(x.spikes.shape[rank - len(features):])
+            if x.spikes.dim() != rank or any(f is not None and f != g
+                                             for f, g in zip(features, got)):
+                raise UserError(f"the layer below gives spikes of shape "
+                                f"{tuple(x.spikes.shape)} but {type(self).__name__} expects "
+                                f"{layout} with {expect}")
+            return x.spikes.to(dtype), x.shift
+        return check_spikes(x, rank, layout, features, dtype, expect), None
+
+
+def _positive_int(name: str, n, extra: str = "") -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UserError(f"{name} must be a positive integer{extra}, got {n!r}")
+    return n
+
+
+def _float_dtype(dtype):
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise UserError(f"dtype must be a floating point torch.dtype (the weights are trained), "
+                        f"got {dtype!r}")
+    return dtype
+
+
+class LIFLayer(_Neurons):
     """A fully connected layer of current-based LIF neurons (Eq. 1-3) trained by ``method``.
 
     Args:
@@ -88,65 +203,39 @@ class LIFLayer(nn.Module):
         lambda_act, lambda_tim: weights of the two channels in Eq. 8 (``"antlr"`` only).
         alpha_v, alpha_i, beta_v, beta_i, beta_bias, threshold: constants of Eq. 1-3;
             ``beta_v``/``beta_bias`` of ``None`` give ``1 / max_k eps_raw[k]``.
-        single_spike: each neuron fires at most once per sample.
+        single_spike: each neuron fires at most once per sample, and is held at reset after.
         surrogate_scale, surrogate_width: sigma(V) = scale * exp(-width |V - threshold|).
         vstar_min: lower clamp of V* in dt/dV = -1/V*.
+        eps_derivative: ``"backward"`` or ``"central"`` kernel derivative (Eq. 7).
         replicas: ``R`` independent copies of the layer, run as one batch (inputs
             ``[T, R, B, N]``); ``None`` for an ordinary layer.
 
     Example:
         >>> import torch
         >>> from antlr_snn import LIFLayer
-        >>> layer = LIFLayer(4, 3)
+        >>> layer = LIFLayer(4, 3, threshold=0.5)
         >>> out = layer(torch.bernoulli(torch.full((20, 2, 4), 0.3)))
-        >>> tuple(out.spikes.shape)
-        (20, 2, 3)
+        >>> tuple(out.spikes.shape), layer
+        ((20, 2, 3), LIFLayer(4, 3, method='antlr', lambda_act=1.0, lambda_tim=1.0, threshold=0.5))
     """
 
-    def __init__(self, in_features: int, out_features: int, *, method: str = "antlr",
-                 lambda_act: float = 1.0, lambda_tim: float = 1.0, alpha_v: float = 0.99,
-                 alpha_i: float = 0.99, beta_v: Optional[float] = None, beta_i: float = 1.0,
-                 beta_bias: Optional[float] = None, threshold: float = 1.0,
-                 single_spike: bool = False, surrogate_scale: float = 1.0,
-                 surrogate_width: float = 3.0, vstar_min: float = 1e-2,
-                 replicas: Optional[int] = None, device=None, dtype=None):
-        super().__init__()
-        for name, n in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise UserError(f"{name} must be a positive integer, got {n!r}")
-        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool)
-                                     or replicas < 1):
-            raise UserError(f"replicas must be a positive integer or None, got {replicas!r}")
-        if not isinstance(single_spike, bool):
-            raise UserError(f"single_spike must be a bool, got {single_spike!r}")
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise UserError(f"dtype must be a floating point torch.dtype (the weights are "
-                             f"trained), got {dtype!r}")
-        self.in_features, self.out_features = in_features, out_features
-        self.method = method
-        self.cfg = method_config(method, lambda_act, lambda_tim, single_spike)
-        self.params = LIFParameters.create(
-            alpha_v=alpha_v, alpha_i=alpha_i, beta_v=beta_v, beta_i=beta_i, beta_bias=beta_bias,
-            threshold=threshold, surrogate_scale=surrogate_scale,
-            surrogate_width=surrogate_width, vstar_min=vstar_min)
+    def __init__(self, in_features: int, out_features: int, *, replicas: Optional[int] = None,
+                 device=None, dtype=None, **neuron):
+        super().__init__(**neuron)
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        if replicas is not None:
+            _positive_int("replicas", replicas, " or None")
         self.replicas = replicas
         lead = () if replicas is None else (replicas,)
-        kw = {"device": device, "dtype": dtype}
+        kw = {"device": device, "dtype": _float_dtype(dtype)}
         self.weight = nn.Parameter(torch.empty(*lead, out_features, in_features, **kw))
         self.bias = nn.Parameter(torch.zeros(*lead, out_features, **kw))
         self.reset_parameters()
 
     @property
-    def lambda_act(self) -> float:
-        return self.cfg.lambda_act
-
-    @property
-    def lambda_tim(self) -> float:
-        return self.cfg.lambda_tim
-
-    @property
-    def single_spike(self) -> bool:
-        return self.cfg.single_spike
+    def fan_in(self) -> int:
+        return self.in_features
 
     def reset_parameters(self) -> None:
         """Weights as in ``torch.nn.Linear`` (uniform in +-1/sqrt(in)); bias 0 (authors' code)."""
@@ -155,36 +244,208 @@ class LIFLayer(nn.Module):
             self.weight.uniform_(-bound, bound)
             self.bias.zero_()
 
+    def spec(self) -> dict:
+        return {"type": "LIFLayer", "in_features": self.in_features,
+                "out_features": self.out_features, "replicas": self.replicas,
+                "neuron": self.neuron_kwargs()}
+
     def extra_repr(self) -> str:
         rep = f", replicas={self.replicas}" if self.replicas else ""
-        return (f"{self.in_features}, {self.out_features}, method={self.method!r}, "
-                f"lambda_act={self.lambda_act}, lambda_tim={self.lambda_tim}, "
-                f"single_spike={self.single_spike}{rep}")
+        return f"{self.in_features}, {self.out_features}, {super().extra_repr()}{rep}"
 
     def forward(self, x: SpikeInput) -> SpikeOutput:
+        rank, layout = (3, "[T, B, N]") if self.replicas is None else (4, "[T, R, B, N]")
+        s_in, d_in = self._input(x, rank, layout, (self.in_features,), self.weight.dtype,
+                                 f"in_features={self.in_features}")
+        if self.replicas is not None and s_in.shape[1] != self.replicas:
+            raise UserError(f"input has {s_in.shape[1]} replicas on dim 1 but the layer has "
+                            f"{self.replicas}")
+        backend = kernels.backend_for(s_in, self.weight)
+        if backend.fuses_dense:  # the fused fast path (numba): gather rows per input spike
+            S, d, V = methods.dense_lif(s_in, d_in, self.weight, self.bias, self._params,
+                                        self._cfg, backend.name)
+            return SpikeOutput(S, d, V, method=self.method)
+        bias = self.bias if self.replicas is None else self.bias.unsqueeze(-2)
+        return self._synapse_and_neurons(Dense(self.weight), s_in, d_in, bias)
+
+
+def _pair(v, name: str) -> tuple:
+    v = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
+    if len(v) != 2 or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0
+                              for a in v):
+        raise UserError(f"{name} must be an int or a pair of ints >= 0, got {v!r}")
+    return v
+
+
+class LIFConv2d(_Neurons):
+    """A 2-d convolution (no bias) followed by LIF neurons, on spikes ``[T, B, C, H, W]``.
+
+    ``.weight`` is ``[C_out, C_in, k, k]``; ``.bias`` is V_bias, one per output channel
+    ``[C_out]``. The neuron and method keywords are those of :class:`LIFLayer`.
+
+    Example:
+        >>> import torch
+        >>> from antlr_snn import LIFConv2d
+        >>> conv = LIFConv2d(2, 4, 3, stride=2, padding=1)
+        >>> out = conv(torch.bernoulli(torch.full((10, 3, 2, 8, 8), 0.2)))
+        >>> tuple(out.spikes.shape), tuple(conv.weight.shape)
+        ((10, 3, 4, 4, 4), (4, 2, 3, 3))
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, *, stride=1,
+                 padding=0, device=None, dtype=None, **neuron):
+        super().__init__(**neuron)
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        if min(self.kernel_size) < 1:
+            raise UserError(f"kernel_size must be >= 1, got {kernel_size!r}")
+        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
+        if min(self.stride) < 1:
+            raise UserError(f"stride must be >= 1, got {stride!r}")
+        kw = {"device": device, "dtype": _float_dtype(dtype)}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size,
+                                               **kw))
+        self.bias = nn.Parameter(torch.zeros(out_channels, **kw))
+        self.reset_parameters()
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def reset_parameters(self) -> None:
+        """Weights as in ``torch.nn.Conv2d`` (uniform in +-1/sqrt(fan_in)); bias 0."""
+        bound = 1.0 / math.sqrt(self.fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.zero_()
+
+    def spec(self) -> dict:
+        return {"type": "LIFConv2d", "in_channels": self.in_channels,
+                "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride), "padding": list(self.padding),
+                "neuron": self.neuron_kwargs()}
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, {super().extra_repr()}")
+
+    def forward(self, x: SpikeInput) -> SpikeOutput:
+        s_in, d_in = self._input(x, 5, "[T, B, C, H, W]", (self.in_channels, None, None),
+                                 self.weight.dtype, f"in_channels={self.in_channels}")
+        syn = Conv(self.weight, self.stride, self.padding)
+        return self._synapse_and_neurons(syn, s_in, d_in, self.bias.view(-1, 1, 1))
+
+
+class LIF(_Neurons):
+    """LIF neurons behind any linear torch module (``nn.Conv1d(..., bias=False)``,
+    ``nn.AvgPool2d``, a user's own), applied per step to ``[T * B, *features]``.
+
+    Args:
+        synapse: the module; it must be linear in its input (affine works too: its bias is
+            then a constant input current).
+        bias_shape: shape of a trainable V_bias, broadcast against the per-sample current
+            (e.g. ``(C, 1)`` for ``nn.Conv1d``); ``None`` for no V_bias.
+        **neuron: the neuron and method keywords of :class:`LIFLayer`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from antlr_snn import LIF
+        >>> pool = LIF(nn.AvgPool2d(2), threshold=0.3)
+        >>> tuple(pool(torch.bernoulli(torch.full((10, 3, 2, 8, 8), 0.5))).spikes.shape)
+        (10, 3, 2, 4, 4)
+    """
+
+    def __init__(self, synapse: nn.Module, bias_shape: Optional[Sequence[int]] = None,
+                 **neuron):
+        super().__init__(**neuron)
+        if not isinstance(synapse, nn.Module):
+            raise UserError(f"synapse must be a torch.nn.Module, got {type(synapse).__name__}")
+        self.synapse = synapse
+        ref = next(iter(synapse.parameters()), None)
+        kw = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        self.bias = (nn.Parameter(torch.zeros(*bias_shape, **kw)) if bias_shape is not None
+                     else None)
+
+    def forward(self, x: SpikeInput) -> SpikeOutput:
+        ref = next(iter(self.synapse.parameters()), None)
+        dtype = ref.dtype if ref is not None else None
         if isinstance(x, SpikeOutput):
-            s_in, d_in = x.spikes, x.shift
-            if s_in.shape[-1] != self.in_features:
-                raise UserError(f"previous layer has {s_in.shape[-1]} neurons but this layer "
-                                 f"expects in_features={self.in_features}")
+            s_in, d_in = x.spikes.to(dtype or x.spikes.dtype), x.shift
         else:
-            s_in, d_in = check_spikes(x, self.in_features, self.replicas), None
-        s_in = s_in.to(self.weight.dtype)
-        if self.method == "bptt":
-            S, V = bptt_forward(s_in, self.weight, self.bias, self.params, self.single_spike)
-            return SpikeOutput(S, kernels.zeros_like(S), V)
-        if d_in is not None and not d_in.requires_grad:
-            d_in = None  # e.g. coming from a bptt layer: no timing channel to feed
-        S, d, V = LIFFunction.apply(s_in, d_in, self.weight, self.bias, self.params, self.cfg)
-        return SpikeOutput(S, d, V)
+            s_in, d_in = check_spikes(x, x.dim() if isinstance(x, torch.Tensor) else 3,
+                                      "[T, B, *features]", None, dtype), None
+            if s_in.dim() < 3:
+                raise UserError(f"input spikes must be [T, B, *features], got shape "
+                                f"{tuple(s_in.shape)}")
+        bias = self.bias if self.bias is not None else s_in.new_zeros(())
+        return self._synapse_and_neurons(Module(self.synapse), s_in, d_in, bias)
+
+
+class Flatten(nn.Module):
+    """Flattens the features ``[T, B, *features] -> [T, B, F]`` of spikes, shift and voltage.
+
+    Example:
+        >>> import torch
+        >>> from antlr_snn import Flatten, LIFConv2d, LIFLayer, SpikingNetwork
+        >>> net = SpikingNetwork([LIFConv2d(2, 4, 3), Flatten(), LIFLayer(4 * 6 * 6, 10)])
+        >>> tuple(net(torch.zeros(5, 1, 2, 8, 8)).spikes.shape)
+        (5, 1, 10)
+    """
+
+    def spec(self) -> dict:
+        return {"type": "Flatten"}
+
+    def forward(self, x: SpikeInput) -> SpikeInput:
+        if isinstance(x, torch.Tensor):
+            if x.dim() < 2:
+                raise UserError(f"Flatten needs [T, B, *features], got shape {tuple(x.shape)}")
+            return x.flatten(2) if x.dim() > 2 else x.unsqueeze(-1)
+        return SpikeOutput(x.spikes.flatten(2), x.shift.flatten(2), x.voltage.flatten(2),
+                           method=x.method)
+
+
+class Unflatten(nn.Module):
+    """Reshapes flat input spikes ``[T, B, F] -> [T, B, *shape]`` (for example a latency-coded
+    image ``[T, B, 784] -> [T, B, 1, 28, 28]`` before a :class:`LIFConv2d`).
+
+    Example:
+        >>> import torch
+        >>> from antlr_snn import Unflatten
+        >>> tuple(Unflatten((2, 34, 34))(torch.zeros(5, 3, 2312)).shape)
+        (5, 3, 2, 34, 34)
+    """
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.shape = tuple(_positive_int("Unflatten shape entry", n) for n in shape)
+
+    def spec(self) -> dict:
+        return {"type": "Unflatten", "shape": list(self.shape)}
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+    def forward(self, x: SpikeInput) -> SpikeInput:
+        want = math.prod(self.shape)
+        s = x.spikes if isinstance(x, SpikeOutput) else x
+        if not isinstance(s, torch.Tensor) or s.dim() != 3 or s.shape[-1] != want:
+            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            raise UserError(f"Unflatten{self.shape} needs [T, B, {want}] spikes, got {got}")
+        if isinstance(x, torch.Tensor):
+            return x.unflatten(-1, self.shape)
+        return SpikeOutput(*(t.unflatten(-1, self.shape) for t in x[:3]), method=x.method)
 
 
 class SpikingNetwork(nn.Module):
-    """A stack of :class:`LIFLayer`; layer l sees the spikes of layer l-1 at the same step.
+    """A stack of layers; layer l sees the spikes of layer l-1 at the same step.
 
     Args:
-        sizes: ``[N_in, N_1, ..., N_out]``.
-        **kwargs: passed to every :class:`LIFLayer` (``method``, ``lambda_act``, ...).
+        layers: ``[N_in, N_1, ..., N_out]`` for a fully connected network of
+            :class:`LIFLayer`, or a list of modules (``LIFLayer``, ``LIFConv2d``, ``LIF``,
+            ``Flatten``, ...).
+        **kwargs: with sizes, passed to every :class:`LIFLayer` (``method``, ...).
 
     Example:
         >>> import torch
@@ -198,24 +459,98 @@ class SpikingNetwork(nn.Module):
         (100, 784)
     """
 
-    def __init__(self, sizes: Sequence[int], **kwargs):
+    def __init__(self, layers: Sequence, **kwargs):
         super().__init__()
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            raise UserError(f"sizes needs at least an input and an output size, got {sizes}")
-        self.sizes = sizes
-        self.layers = nn.ModuleList(LIFLayer(a, b, **kwargs) for a, b in zip(sizes[:-1], sizes[1:]))
+        layers = list(layers)
+        if layers and all(isinstance(n, int) and not isinstance(n, bool) for n in layers):
+            if len(layers) < 2:
+                raise UserError(f"sizes needs at least an input and an output size, got {layers}")
+            self.sizes = layers
+            modules = [LIFLayer(a, b, **kwargs) for a, b in zip(layers[:-1], layers[1:])]
+        else:
+            if kwargs:
+                raise UserError(f"layer keywords ({', '.join(kwargs)}) go with a list of sizes; "
+                                f"a list of modules is used as it is")
+            if not layers or not all(isinstance(m, nn.Module) for m in layers):
+                raise UserError("SpikingNetwork takes a list of layer sizes or of modules")
+            modules, self.sizes = layers, None
+        self.layers = nn.ModuleList(modules)
+        if not self.spiking_layers:
+            raise UserError("the network has no spiking layer")
+
+    @property
+    def spiking_layers(self) -> list:
+        """The layers with neurons (what ``out.layers`` holds the outputs of)."""
+        return [m for m in self.layers if isinstance(m, _Neurons)]
 
     @property
     def method(self) -> str:
-        return self.layers[-1].method
+        return self.spiking_layers[-1].method
+
+    def spec(self) -> list:
+        """JSON-able layer descriptions that :func:`network_from_spec` rebuilds."""
+        return [m.spec() for m in self.layers]
+
+    def num_parameters(self) -> int:
+        """The number of trained values (weights and biases)."""
+        return sum(p.numel() for p in self.parameters())
 
     def forward(self, x: SpikeInput) -> SpikeOutput:
         outs = []
         for layer in self.layers:
             x = layer(x)
-            outs.append(x)
-        return SpikeOutput(x.spikes, x.shift, x.voltage, tuple(outs))
+            if isinstance(layer, _Neurons):
+                outs.append(x)
+        return SpikeOutput(x.spikes, x.shift, x.voltage, tuple(outs), x.method)
 
 
-__all__ = ["LIFLayer", "SpikingNetwork", "SpikeOutput", "check_spikes", "METHODS"]
+def network_from_spec(spec: Sequence[dict], device=None) -> SpikingNetwork:
+    """The network that ``SpikingNetwork.spec()`` described (weights not included), with
+    its parameters on ``device`` (``"meta"``: shapes only, no memory)."""
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise UserError("a network description is a non-empty list of layers")
+    modules = []
+    for i, layer in enumerate(spec):
+        if not isinstance(layer, dict) or layer.get("type") not in _TYPES:
+            raise UserError(f"layer {i} of the description has an unknown type "
+                            f"({layer.get('type') if isinstance(layer, dict) else layer!r})")
+        kw = {k: v for k, v in layer.items() if k not in ("type", "neuron")}
+        if layer["type"] in ("LIFLayer", "LIFConv2d") and device is not None:
+            kw["device"] = device
+        try:
+            modules.append(_TYPES[layer["type"]](**kw, **layer.get("neuron", {})))
+        except TypeError as exc:
+            raise UserError(f"layer {i} of the description: {exc}") from None
+    return SpikingNetwork(modules)
+
+
+def spec_in_features(spec: Sequence[dict]) -> Optional[int]:
+    """The flat input size ``F`` of ``[T, B, F]`` spikes that a described network takes, or
+    None when its first layer does not take flat spikes."""
+    first = spec[0] if spec else {}
+    if first.get("type") == "LIFLayer":
+        return first.get("in_features")
+    if first.get("type") == "Unflatten":
+        return math.prod(first.get("shape", []))
+    return None
+
+
+def describe_spec(spec: Sequence[dict]) -> str:
+    """A short name of a network description, e.g. ``784-800-10`` or
+    ``1x28x28-c16-c32-10``."""
+    parts = []
+    for layer in spec:
+        t = layer.get("type")
+        if t == "Unflatten":
+            parts.append("x".join(map(str, layer["shape"])))
+        elif t == "LIFConv2d":
+            parts.append(f"c{layer['out_channels']}")
+        elif t == "LIFLayer":
+            if not parts:
+                parts.append(str(layer["in_features"]))
+            parts.append(str(layer["out_features"]))
+    return "-".join(parts)
+
+
+_TYPES = {"LIFLayer": LIFLayer, "LIFConv2d": LIFConv2d, "Flatten": Flatten,
+          "Unflatten": Unflatten}

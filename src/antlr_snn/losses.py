@@ -22,10 +22,13 @@ import math
 import numbers
 
 import torch
+
+from antlr_snn import kernels
 from antlr_snn.errors import UserError
 
 __all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike_loss",
-           "no_spike_penalty", "first_spike_times", "exponential_kernel", "KAPPA_DERIVATIVES"]
+           "no_spike_penalty", "first_spike_times", "exponential_kernel", "exponential_filter",
+           "KAPPA_DERIVATIVES"]
 
 
 def _batch_shape(out, mean: bool = True) -> tuple:
@@ -48,12 +51,34 @@ def _check_number(name: str, value, positive: bool = False) -> None:
                          f"got {value!r}")
 
 
+def _require_channel(out, loss: str, channel: str) -> None:
+    """``UserError`` when ``loss``, whose only gradient is ``channel`` (Table 1), would get a
+    silent zero gradient because the output layer drops that channel (see
+    :mod:`antlr_snn.methods`: a dropped channel's output is non-differentiable)."""
+    S, d, V = out.spikes, out.shift, getattr(out, "voltage", None)
+    training = S.requires_grad or d.requires_grad or (V is not None and V.requires_grad)
+    if not (torch.is_grad_enabled() and training):
+        return  # nothing is being trained through this output
+    live = S.requires_grad if channel == "activation" else d.requires_grad
+    if live:
+        return
+    method = getattr(out, "method", None)
+    lam = "lambda_act" if channel == "activation" else "lambda_tim"
+    other = ("latency_loss or spike_train_loss" if channel == "activation"
+             else "count_loss or spike_train_loss")
+    raise UserError(f"{loss} has only {'an' if channel == 'activation' else 'a'} {channel} "
+                    f"gradient (Table 1), and the output layer (method {method!r}) drops the "
+                    f"{channel} channel ({lam} = 0): its gradient would be zero; use {other}, "
+                    f"or a method with {lam} > 0")
+
+
 def _check_labels(labels: torch.Tensor, batch: tuple, n: int) -> None:
-    """Class labels ``[*batch]``, integers in ``[0, n - 1]`` (one pass for min/max)."""
+    """Class labels ``[*batch]``, integers in ``[0, n - 1]`` (one pass for min/max; skipped
+    with :func:`antlr_snn.kernels.set_checks` off)."""
     _check_target(labels, batch, "labels")
     if labels.is_floating_point() or labels.is_complex():
         raise UserError(f"labels must be integers in [0, {n - 1}], got dtype {labels.dtype}")
-    if labels.numel():
+    if labels.numel() and kernels.checks_enabled():
         lo, hi = torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool else labels)
         if lo < 0 or hi >= n:
             raise UserError(f"labels must be integers in [0, {n - 1}], got values in "
@@ -65,7 +90,8 @@ def _check_target(target: torch.Tensor, shape: tuple, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if tuple(target.shape) != tuple(shape):
         raise UserError(f"{name} must have shape {tuple(shape)}, got {tuple(target.shape)}")
-    if target.is_floating_point() and not torch.isfinite(target).all():
+    if target.is_floating_point() and kernels.checks_enabled() \
+            and not torch.isfinite(target).all():
         raise UserError(f"{name} contains NaN or Inf")
 
 
@@ -77,92 +103,127 @@ def count_loss(out, target_counts: torch.Tensor) -> torch.Tensor:
     S = out.spikes
     _batch_shape(out)
     _check_target(target_counts, S.shape[1:], "target_counts")
+    _require_channel(out, "count_loss", "activation")
     err = S.sum(0) - target_counts.to(S.dtype)
     return (err.pow(2).sum(-1) / S.shape[0]).mean()
 
 
-KAPPA_DERIVATIVES = ("continuous", "backward", "central")
+KAPPA_DERIVATIVES = ("central", "backward", "continuous")
 
 
 def exponential_kernel(num_steps: int, tau: float, dtype=torch.float32, device=None):
     """``kappa[k] = exp(-k / tau)`` for k >= 0 and its backward difference ``kappa*``."""
-    if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
-        raise UserError(f"tau must be a finite number > 0, got {tau!r}")
+    _check_tau(tau)
     k = torch.arange(num_steps, dtype=torch.float64)
     kappa = torch.exp(-k / tau)
     dkappa = kappa - torch.cat([kappa.new_zeros(1), kappa[:-1]])
     return kappa.to(dtype=dtype, device=device), dkappa.to(dtype=dtype, device=device)
 
 
-def _causal_matrix(kern: torch.Tensor) -> torch.Tensor:
-    """``M[tau, t] = kern[tau - t]`` for tau >= t, else 0."""
-    T = kern.shape[0]
-    idx = torch.arange(T, device=kern.device)
-    diff = idx[:, None] - idx[None, :]
-    return torch.where(diff >= 0, kern[diff.clamp_min(0)], kern.new_zeros(()))
+def _check_tau(tau) -> None:
+    if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 0
+            and math.isfinite(tau)):
+        raise UserError(f"tau must be a finite number > 0, got {tau!r}")
 
 
-def _timing_matrix(T: int, tau: float, kind: str, dtype, device) -> torch.Tensor:
-    """``M`` with ``dL/dt[t] = -2 sum_s M[s, t] d[s]`` (discrete kinds) or, for ``"continuous"``,
-    ``dL/dt[t] = -sum_s M[t, s] (S - S_tar)[s]`` with ``M = sign(t - s) exp(-|t - s| / tau)``."""
-    idx = torch.arange(T, dtype=torch.float64)
-    diff = idx[:, None] - idx[None, :]
-    if kind == "continuous":
-        M = torch.sign(diff) * torch.exp(-diff.abs() / tau)
+def exponential_filter(x: torch.Tensor, tau: float, reverse: bool = False,
+                       dtype: torch.dtype = None) -> torch.Tensor:
+    """``y[t] = x[t] + exp(-1/tau) y[t-1]`` over dim 0 (``reverse``: ``y[t+1]``), in O(T).
+
+    Vectorised over time (no loop over steps): in chunks of up to ``600 tau`` steps,
+    ``y = a^t (a y_prev + cumsum(a^-t x))`` in float64 (``a^-t`` stays below e^600); the
+    result has ``dtype`` (default: that of ``x``). Differentiable by autograd.
+    """
+    if reverse:
+        return exponential_filter(x.flip(0), tau, dtype=dtype).flip(0)
+    a = math.exp(-1.0 / tau)
+    chunk = max(1, int(600 * tau))
+    x64 = x.double()
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    parts, carry = [], None
+    for start in range(0, x.shape[0], chunk):
+        xc = x64[start:start + chunk]
+        pw = (a ** torch.arange(xc.shape[0], dtype=torch.float64, device=x.device)).reshape(shape)
+        acc = torch.cumsum(xc / pw, 0)
+        if carry is not None:
+            acc = acc + a * carry
+        yc = pw * acc
+        carry = yc[-1]
+        parts.append(yc)
+    return torch.cat(parts).to(dtype or x.dtype)
+
+
+def _shifted(x: torch.Tensor, by: int) -> torch.Tensor:
+    """``x[t - by]`` along dim 0, zero-filled (``by = 1``: previous step; ``-1``: next)."""
+    out = torch.zeros_like(x)
+    if by > 0:
+        out[by:] = x[:-by]
     else:
-        k = torch.arange(T, dtype=torch.float64)
-        before = torch.where(k > 0, torch.exp(-(k - 1) / tau), torch.zeros(()))
-        after = torch.exp(-(k + 1) / tau)
-        kstar = torch.exp(-k / tau) - before if kind == "backward" else (after - before) / 2
-        M = _causal_matrix(kstar)
-    return M.to(dtype=dtype, device=device)
+        out[:by] = x[-by:]
+    return out
 
 
 def spike_train_loss(out, target_spikes: torch.Tensor, tau: float = 5.0,
-                     kappa_derivative: str = "continuous", reduction: str = "mean") -> torch.Tensor:
+                     kappa_derivative: str = "central", reduction: str = "mean") -> torch.Tensor:
     """Van Rossum spike-train loss ``sum_o sum_t d_o[t]^2`` with an exponential kernel (Table 1).
 
-    ``d_o = kappa * S_o - kappa * S_o^tar``, ``kappa[k] = exp(-k / tau)`` (tau in steps).
-    Activation gradient: dL/dS_o[t] = 2 sum_tau kappa[tau - t] d_o[tau].
-    Timing gradient at each output spike t_o, by ``kappa_derivative``:
+    ``d_o = kappa * S_o - kappa * S_o^tar``, ``kappa[k] = exp(-k / tau)`` (k >= 0, tau in steps),
+    computed in O(T) (:func:`exponential_filter`).
+    Activation gradient: dL/dS_o[t] = 2 sum_tau kappa[tau - t] d_o[tau] (autograd).
+    Timing gradient at each output spike t_o: ``-2 sum_tau kappa*[tau - t_o] d_o[tau]`` with
+    ``kappa*`` by ``kappa_derivative``:
 
-    * ``"backward"``: Table 1 literally, ``-2 sum_tau kappa*[tau - t_o] d_o[tau]`` with
-      ``kappa*[k] = kappa[k] - kappa[k-1]``; ``"central"``: ``(kappa[k+1] - kappa[k-1]) / 2``.
-      Both put the kernel's jump at k = 0 into ``kappa*[0]``, which pulls every spike later,
-      even a spike that is already late (at tau = 5 an isolated spike gets dL/dt = -1.1).
-    * ``"continuous"`` (default): the exact derivative of the continuous-time van Rossum
-      distance with the same kernel, ``-sum_b s_b sign(t_o - t_b) exp(-|t_o - t_b| / tau)`` over
-      the other output spikes (``s_b = +1``) and the target spikes (``s_b = -1``). An isolated
-      spike gets 0, a late spike is pulled earlier, an early one later.
+    * ``"central"`` (default, the authors' convention): ``kappa*[k] = (kappa[k+1] -
+      kappa[k-1]) / 2`` with ``kappa[k] = 0`` for k < 0, so ``kappa*[-1] = 1/2``. It equals the
+      central difference of the returned loss, ``(L(t_o + 1) - L(t_o - 1)) / 2``, exactly, for
+      every spike at least 2 steps from the ends of the window (the second-order terms of the
+      quadratic loss cancel). An isolated spike gets 0, a late spike is pulled earlier.
+    * ``"backward"``: Table 1 with ``kappa*[k] = kappa[k] - kappa[k-1]``: the forward
+      difference ``L(t_o + 1) - L(t_o)`` less its second-order term ``sum_k kappa*[k]^2``. Its
+      ``kappa*[0] = 1`` pulls every spike later, even a late one (an isolated spike gets
+      ``-2 / (1 + exp(-1/tau))``, -1.1 at tau = 5).
+    * ``"continuous"``: the exact derivative of the continuous-time van Rossum distance
+      ``(tau/2) sum_ab s_a s_b exp(-|t_a - t_b| / tau)`` (output spikes ``s = +1``, target
+      spikes ``-1``), ``-sum_b s_b sign(t_o - t_b) exp(-|t_o - t_b| / tau)``: a different
+      quantity than the returned loss; away from the target it is ``exp(-1/tau)`` (0.82 at
+      tau = 5) times the central slope of the returned loss, so it weighs the timing channel
+      down against the activation channel.
 
     ``reduction="none"`` returns the loss per sample, ``[*batch]``.
     """
     S = out.spikes
     _batch_shape(out, mean=reduction != "none")
     _check_target(target_spikes, S.shape, "target_spikes")
+    _check_tau(tau)
     if kappa_derivative not in KAPPA_DERIVATIVES:
         raise UserError(f"kappa_derivative must be one of {', '.join(KAPPA_DERIVATIVES)}, "
-                         f"got {kappa_derivative!r}")
+                        f"got {kappa_derivative!r}")
     if reduction not in ("mean", "none"):
         raise UserError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     target = target_spikes.to(S.dtype)
-    if ((target != 0) & (target != 1)).any():
+    if kernels.checks_enabled() and ((target != 0) & (target != 1)).any():
         raise UserError("target_spikes must be binary (0 or 1)")
-    T = S.shape[0]
-    kappa, _ = exponential_kernel(T, tau, S.dtype, S.device)
-    K = _causal_matrix(kappa)
-    flat, tar = S.reshape(T, -1), target.reshape(T, -1)
-    shift = out.shift.reshape(flat.shape)
-    M = _timing_matrix(T, tau, kappa_derivative, S.dtype, S.device)
-    if kappa_derivative == "continuous":
-        d = K @ (flat - tar)
-        # zero-valued term whose gradient in the shift is dL/dt at each output spike
-        dldt = -(M @ (flat - tar)).detach()
-        per = d.pow(2).sum(0) + (dldt * flat * shift).sum(0)
-    else:
-        # first-order effect of moving each spike by d: - (kappa* conv (S d)), zero in value
-        d = K @ (flat - tar) - M @ (flat * shift)
-        per = d.pow(2).sum(0)
+    if torch.is_grad_enabled() and out.voltage.requires_grad \
+            and not (S.requires_grad or out.shift.requires_grad):
+        raise UserError(f"spike_train_loss: the output layer (method {out.method!r}) drops both "
+                        f"channels (lambda_act = lambda_tim = 0): its gradient would be zero")
+    a = math.exp(-1.0 / tau)
+    x = S - target
+    d = exponential_filter(x, tau, dtype=torch.float64)  # float64: no cancellation below
+    with torch.no_grad():
+        dd, xd = d.detach(), x.detach().double()
+        if kappa_derivative == "continuous":
+            r_x = exponential_filter(xd, tau, reverse=True)
+            dldt = -(dd - xd) + (r_x - xd)
+        else:
+            r_next = _shifted(exponential_filter(dd, tau, reverse=True), -1)
+            if kappa_derivative == "central":
+                dldt = -(_shifted(dd, 1) + a * dd + (a * a - 1) * r_next)
+            else:
+                dldt = -2 * (dd + (a - 1) * r_next)
+        dldt = dldt.to(S.dtype)
+    # a zero-valued term whose gradient in the shift is dL/dt at each output spike
+    per = d.pow(2).sum(0).to(S.dtype) + (dldt * S * out.shift).sum(0)
     per = per.reshape(S.shape[1:]).sum(-1)
     return per.mean() if reduction == "mean" else per
 
@@ -190,9 +251,7 @@ def latency_loss(out, labels: torch.Tensor, beta: float = 1.0 / 6.0) -> torch.Te
     n = out.spikes.shape[-1]
     _check_labels(labels, _batch_shape(out), n)
     _check_number("beta", beta, positive=True)
-    if torch.is_grad_enabled() and out.spikes.requires_grad and not out.shift.requires_grad:
-        raise UserError("latency_loss has only a timing gradient (Table 1), and this output has "
-                         "no timing channel (method 'bptt'); use count_loss or spike_train_loss")
+    _require_channel(out, "latency_loss", "timing")
     times, _ = first_spike_times(out)
     logits = -beta * times
     return torch.nn.functional.cross_entropy(logits.reshape(-1, n), labels.reshape(-1).long())
@@ -207,6 +266,7 @@ def at_least_one_spike_loss(out, labels: torch.Tensor, weight: float = 0.05) -> 
     S = out.spikes
     _check_labels(labels, _batch_shape(out), S.shape[-1])
     _check_number("weight", weight)
+    _require_channel(out, "at_least_one_spike_loss", "activation")
     counts = S.sum(0).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
     return weight * (counts.clamp(max=1.0) - 1).pow(2).mean()
 
@@ -216,25 +276,33 @@ def no_spike_penalty(layers, outs, strength: float = 100.0) -> torch.Tensor:
 
     Returns a scalar whose gradient on each layer's weight ``w_ji`` is
     ``-(strength / fan_in) * (fraction of the batch in which neuron j never fired)``,
-    which pushes the incoming weights of silent neurons up. Its value is that gradient
-    contracted with the weights, and is not meant to be read.
+    which pushes the incoming weights of silent neurons up. In a convolution the neurons of
+    one output channel share their weights; the fraction is then over the batch and the
+    positions. Its value is that gradient contracted with the weights, and is not meant to be
+    read. Layers without weights (a pooling synapse) are skipped.
 
     Args:
-        layers: a :class:`~antlr_snn.SpikingNetwork` or a sequence of ``LIFLayer``.
+        layers: a :class:`~antlr_snn.SpikingNetwork` or a sequence of its spiking layers.
         outs: the network's output (its ``.layers`` are used) or one output per layer.
     """
     _check_number("strength", strength)
-    layers = list(getattr(layers, "layers", layers))
+    layers = list(getattr(layers, "spiking_layers", layers))
     outs = list(getattr(outs, "layers", outs))
     if len(layers) != len(outs):
         raise UserError(f"got {len(layers)} layers but {len(outs)} layer outputs")
     total = 0.0
     for layer, o in zip(layers, outs):
-        silent = (o.spikes.detach().amax(0) == 0).to(layer.weight.dtype)  # [*batch, N]
-        if layer.replicas is None:
-            frac = silent.reshape(-1, silent.shape[-1]).mean(0)          # [N]
-        else:
-            frac = silent.mean(1)                                        # [R, N]
-        coef = -(strength / layer.in_features) * frac
-        total = total + (coef.unsqueeze(-1) * layer.weight).sum()
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            continue
+        silent = (o.spikes.detach().amax(0) == 0).to(weight.dtype)  # [*batch, *features]
+        if getattr(layer, "replicas", None) is not None:
+            frac = silent.mean(1)                                   # [R, B, N] -> [R, N]
+        elif weight.dim() == 2:
+            frac = silent.reshape(-1, silent.shape[-1]).mean(0)     # [N]
+        else:                                                       # conv: per out channel
+            frac = silent.transpose(0, 1).reshape(weight.shape[0], -1).mean(1)
+        coef = -(strength / layer.fan_in) * frac
+        total = total + (coef.reshape(*coef.shape, *([1] * (weight.dim() - coef.dim())))
+                         * weight).sum()
     return total

@@ -1,205 +1,218 @@
-"""The gradient methods: activation (Eq. 6, 9), timing (Eq. 7, 10), ANTLR (Eq. 8) and BPTT.
+"""The gradient methods as autograd Functions: activation (Eq. 6, 9), timing (Eq. 7, 10),
+ANTLR (Eq. 8) and BPTT (Fig. 2a).
 
 Two channels travel between layers through ordinary autograd, as dual numbers: a layer
 returns its spikes ``S`` and a zero-valued "time shift" ``d`` of the same shape (the spike at
 step t really happens at t + d). The gradient autograd delivers to ``S`` is dL/dS (the
-activation channel); the gradient it delivers to ``d`` is dL/dt (the timing channel). Losses
-are differentiable functions of ``(S, d)``, so users can write their own.
+activation channel); the gradient it delivers to ``d`` is dL/dt (the timing channel). A
+channel that a layer's method drops is returned detached, so a loss that needs it can say
+so (:func:`antlr_snn.losses`).
 
-:class:`LIFFunction` computes both channels for the layer below with the O(T) reverse
-recursions of :func:`antlr_snn.neuron.adjoint_recurrence`. ``"bptt"`` needs no custom backward:
-:func:`bptt_forward` is plain autograd through Eq. 1-3 with the reset path attached (Fig. 2a).
+A layer is a linear synapse followed by the neuron. :class:`LIFFunction` is the neuron on
+currents: it takes the current ``x = synapse(S_in)`` and a zero-valued timing current
+``x_d = synapse(S_in d_in)`` (:class:`TimingCurrent`, never computed: its value is 0) and
+returns ``beta_i A`` to ``x`` and ``-beta_i A_diff`` to ``x_d``; autograd through the synapse
+then gives Eq. 9 and 10 for a matrix, a convolution or a pooling alike. :class:`DenseLIFFunction`
+is a fully connected layer in one piece for backends that fuse it (numba: sparse input
+spikes gathered, not multiplied). Their backward passes are once differentiable.
+
+Example:
+    >>> import torch
+    >>> from antlr_snn import methods
+    >>> from antlr_snn.neuron import LIFParameters, method_config
+    >>> x = (3.0 * torch.rand(30, 2, 4)).requires_grad_()
+    >>> S, d, V = methods.lif(x, None, torch.zeros(4), LIFParameters.create(), method_config())
+    >>> (S.sum() + (torch.arange(30.0)[:, None, None] * S * d).sum()).backward()
+    >>> tuple(x.grad.shape)
+    (30, 2, 4)
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from antlr_snn import kernels
-from antlr_snn.neuron import LIFParameters, fired_before, surrogate, vstar
-from antlr_snn.errors import UserError
+from antlr_snn.kernels import ops
+from antlr_snn.neuron import METHODS, LIFParameters, MethodConfig, method_config  # noqa: F401
 
-METHODS = ("antlr", "activation", "timing", "bptt")
-
-
-class MethodConfig(NamedTuple):
-    """Which channels a layer turns into dL/dV (Eq. 8)."""
-
-    lambda_act: float
-    lambda_tim: float
-    single_spike: bool
+__all__ = ["LIFFunction", "DenseLIFFunction", "TimingCurrent", "lif", "dense_lif",
+           "timing_current", "METHODS", "MethodConfig", "method_config"]
 
 
-def method_config(method: str, lambda_act: float = 1.0, lambda_tim: float = 1.0,
-                  single_spike: bool = False) -> MethodConfig:
-    """Validate ``method`` and the lambdas; ``activation``/``timing`` are ANTLR with (1,0)/(0,1)."""
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    for name, lam in (("lambda_act", lambda_act), ("lambda_tim", lambda_tim)):
-        if not isinstance(lam, (int, float)) or not (lam >= 0) or lam == float("inf"):
-            raise UserError(f"{name} must be a finite number >= 0, got {lam!r}")
-    if method == "activation":
-        lambda_act, lambda_tim = 1.0, 0.0
-    elif method == "timing":
-        lambda_act, lambda_tim = 0.0, 1.0
-    return MethodConfig(float(lambda_act), float(lambda_tim), bool(single_spike))
+def _zeros_like(S: torch.Tensor) -> torch.Tensor:
+    """A zero tensor of ``S``'s shape without memory of its own (the shift ``d``)."""
+    return S.new_zeros(()).expand(S.shape)
 
 
-def _bias_shape(weight: torch.Tensor) -> tuple:
-    """Broadcast shape of the bias: ``[N]``, or ``[R, 1, N]`` for ``R`` replica networks."""
-    return (weight.shape[0],) if weight.dim() == 2 else (weight.shape[0], 1, weight.shape[1])
+def _neuron_backward(ctx, grad_s, grad_d, grad_v):
+    """``(A, A_diff or None, U_sum)`` of the method in ``ctx.cfg`` (BPTT: ``(GI, None, sum
+    dL/dV)``)."""
+    cfg, c, be = ctx.cfg, ctx.consts, ctx.backend
+    S, V, I = ctx.neuron
+    if cfg.method == "bptt":
+        GI, gvsum = ops.bptt_backward(grad_s, grad_v, S, V, I, c, cfg.single_spike, be)
+        return GI, None, gvsum
+    want_diff = ctx.want_diff and grad_d is not None and cfg.lambda_tim != 0.0
+    A, A_diff, usum = ops.lif_backward(grad_s if cfg.lambda_act != 0.0 else None,
+                                       grad_d if cfg.lambda_tim != 0.0 else None, grad_v, S, V,
+                                       c, cfg.single_spike, want_diff,
+                                       cfg.eps_derivative == "central", be)
+    return A, (A_diff if want_diff else None), usum
 
 
-def _bias_view(bias: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return bias.reshape(_bias_shape(weight))
+def _channels(S, d, cfg: MethodConfig) -> tuple:
+    """Outputs of a dropped channel are returned detached (losses check this)."""
+    return (S if cfg.activation_channel else S.detach(),
+            d if cfg.timing_channel else d.detach())
 
 
-def _scale_(t: torch.Tensor, c: float) -> torch.Tensor:
-    """``t * c`` in place; skipped for ``c == 1`` (x * 1 == x exactly)."""
-    return t if c == 1.0 else t.mul_(c)
+def _bias_grad(usum: torch.Tensor, bias: torch.Tensor, beta_bias: float) -> torch.Tensor:
+    g = usum.sum_to_size(bias.shape) if usum.dim() >= bias.dim() else usum
+    return g * beta_bias if beta_bias != 1.0 else g
 
 
 class LIFFunction(torch.autograd.Function):
-    """One LIF layer with the combined activation/timing backward pass.
+    """The neuron on currents (Eq. 1-3 forward; Eq. 8-10 or BPTT backward).
 
-    Inputs: spikes ``s_in`` and shift ``d_in`` (``[T, *batch, N_in]``; ``d_in`` may be None),
-    ``weight [N, N_in]``, ``bias [N]``. Outputs: ``S``, ``d`` (zeros) and ``V``.
+    Inputs: the current ``x [T, *shape]`` (before ``beta_i``), the timing current ``x_d`` (or
+    None), ``bias`` broadcastable to ``x.shape[1:]``, ``p``, ``cfg`` and the backend name.
+    Outputs: ``S``, ``d`` (zeros) and ``V``.
     """
 
     @staticmethod
-    def forward(ctx, s_in, d_in, weight, bias, p: LIFParameters, cfg: MethodConfig):
-        ev = kernels.events(s_in, weight)  # sparse spikes: gather rows (None: dense product)
-        S, V = kernels.lif_layer(s_in, weight, _bias_view(bias, weight), p, cfg.single_spike, ev)
-        ctx.save_for_backward(s_in, weight, S, V)
-        ctx.p, ctx.cfg, ctx.events = p, cfg, ev
+    def forward(x, x_d, bias, p: LIFParameters, cfg: MethodConfig, backend: str,
+                keep_current: bool):
+        S, V, I = ops.lif_forward(x, bias, ops.consts(p), cfg.single_spike, keep_current,
+                                  backend)
+        return S, _zeros_like(S), V, I
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, x_d, bias, p, cfg, backend, _ = inputs
+        S, d, V, I = output
+        ctx.save_for_backward(S, V, I, bias)
+        ctx.p, ctx.cfg, ctx.backend = p, cfg, backend
+        ctx.consts = ops.consts(p, cfg.lambda_act, cfg.lambda_tim)
+        ctx.want_diff = x_d is not None
         ctx.set_materialize_grads(False)  # unused outputs (often V) arrive as None, not zeros
-        ctx.has_d_in = d_in is not None
-        return S, kernels.zeros_like(S), V
+        ctx.mark_non_differentiable(I)
 
     @staticmethod
-    def backward(ctx, grad_s, grad_d, grad_v):
-        s_in, weight, S, V = ctx.saved_tensors
-        p, cfg = ctx.p, ctx.cfg
-        need_s, need_d, need_w, need_b = ctx.needs_input_grad[:4]
-        want_d = need_d and ctx.has_d_in
-        # compiled CPU path: Eq. 8 and both recursions in one sweep (None: reference below)
-        fused = kernels.lif_backward(grad_s, grad_d, grad_v, S, V, p, cfg.lambda_act,
-                                     cfg.lambda_tim, cfg.single_spike, want_ad=want_d)
-        if fused is not None:
-            A, A_diff, U_sum = fused
-        else:
-            g = dl_dv(S, V, grad_s, grad_d, p, cfg)
-            if grad_v is not None:
-                g = g + grad_v
-            U, A = kernels.adjoint_recurrence(g, S, p)
-            U_sum = U
-            if want_d:
-                nxt = torch.zeros_like(A)
-                nxt[:-1] = (1 - S[:-1]) * A[1:]
-                A_diff = A - nxt
-        grad_s_in = grad_d_in = grad_w = grad_b = None
-        if need_w:
-            grad_w = _scale_(kernels.weight_grad(A, s_in, events=ctx.events), p.beta_i)
-        if need_b:
-            grad_b = p.beta_bias * U_sum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
-        narrow = kernels.input_grads(A, A_diff if want_d else None, weight, s_in, p, need_s,
-                                     want_d, ctx.events)
-        if narrow is not None:  # compiled, one pass (narrow layers on CPU)
-            grad_s_in, grad_d_in = narrow
-        if need_s and narrow is None:
-            # activation channel: dL/dS_i[t] = beta_i sum_j w_ij A_j[t]  (Eq. 6 as a recursion)
-            grad_s_in = _scale_(A @ weight, p.beta_i)
-        if want_d and narrow is None:
-            # timing channel: dL/dt_i[t] = -beta_i sum_j w_ij (A_j[t] - (1 - S_j[t]) A_j[t+1])
-            grad_d_in = (A_diff @ weight).mul_(-p.beta_i).mul_(s_in)
-        return grad_s_in, grad_d_in, grad_w, grad_b, None, None
-
-
-def dl_dv(S, V, grad_s, grad_d, p: LIFParameters, cfg: MethodConfig) -> torch.Tensor:
-    """Eq. 8: ``lambda_act sigma(V) dL/dS + lambda_tim S (-1/V*) dL/dt``."""
-    g = torch.zeros_like(V)
-    if cfg.lambda_act != 0.0 and grad_s is not None:
-        sig = surrogate(V, p)
-        if cfg.single_spike:  # S[t] = Theta(V[t]) (1 - fired before t)
-            sig = sig * (1 - fired_before(S))
-        g = g + cfg.lambda_act * sig * grad_s
-    if cfg.lambda_tim != 0.0 and grad_d is not None:
-        g = g - cfg.lambda_tim * S * grad_d / vstar(S, V, p)
-    return g
-
-
-class SurrogateSpike(torch.autograd.Function):
-    """Heaviside step whose backward pass uses sigma(V) (for ``"bptt"``)."""
-
-    @staticmethod
-    def forward(ctx, v, p: LIFParameters):
-        ctx.save_for_backward(v)
-        ctx.p = p
-        return (v >= p.threshold).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (v,) = ctx.saved_tensors
-        return grad * surrogate(v, ctx.p), None
-
-
-class BPTTFunction(torch.autograd.Function):
-    """Eq. 1-3 with the reset path attached (Fig. 2a), forward and backward compiled
-    (:func:`kernels.bptt_forward`, :func:`kernels.bptt_backward`); the same numbers as
-    autograd through the reference loop of :func:`bptt_forward`."""
-
-    @staticmethod
-    def forward(ctx, s_in, weight, bias, p: LIFParameters, single_spike: bool, fast: tuple):
-        S, V, I, ev = fast
-        ctx.save_for_backward(s_in, weight, S, V, I)
-        ctx.p, ctx.single, ctx.events = p, single_spike, ev
-        ctx.set_materialize_grads(False)
-        return S, V
-
-    @staticmethod
-    def backward(ctx, grad_s, grad_v):
-        s_in, weight, S, V, I = ctx.saved_tensors
+    @once_differentiable
+    def backward(ctx, grad_s, grad_d, grad_v, grad_i):
+        S, V, I, bias = ctx.saved_tensors
+        ctx.neuron = (S, V, I)
+        A, A_diff, usum = _neuron_backward(ctx, grad_s, grad_d, grad_v)
         p = ctx.p
-        GI, gvsum = kernels.bptt_backward(grad_s, grad_v, S, V, I, p, ctx.single)
-        need_s, need_w, need_b = ctx.needs_input_grad[:3]
-        gs_in = gw = gb = None
-        if need_w:
-            gw = _scale_(kernels.weight_grad(GI, s_in, events=ctx.events), p.beta_i)
-        if need_b:
-            gb = p.beta_bias * gvsum.sum_to_size(_bias_shape(weight)).reshape(weight.shape[:-1])
-        if need_s:
-            narrow = kernels.input_grads(GI, None, weight, s_in, p, True, False)
-            gs_in = narrow[0] if narrow is not None else _scale_(GI @ weight, p.beta_i)
-        return gs_in, gw, gb, None, None, None
+        need_x, need_xd, need_b = ctx.needs_input_grad[:3]
+        gx = (A * p.beta_i if p.beta_i != 1.0 else A) if need_x else None
+        gxd = A_diff * -p.beta_i if need_xd and A_diff is not None else None
+        gb = _bias_grad(usum, bias, p.beta_bias) if need_b else None
+        return gx, gxd, gb, None, None, None, None
 
 
-def bptt_forward(s_in, weight, bias, p: LIFParameters, single_spike: bool = False):
-    """RNN-like activation method (Fig. 2a): autograd through Eq. 1-3, reset path attached.
+class DenseLIFFunction(torch.autograd.Function):
+    """A fully connected layer in one piece (for backends with ``fuses_dense``).
 
-    The single-spike mask (neurons that already fired) is a constraint, not a dynamics path,
-    so it is detached. On CPU the loop and its backward run compiled (:class:`BPTTFunction`,
-    same numbers); the loop below is the reference and the path for other devices.
+    Inputs: spikes ``s_in [T, *batch, K]`` and shift ``d_in`` (or None), ``weight [N, K]``
+    (or ``[R, N, K]`` for ``R`` replica networks on ``[T, R, B, K]``), ``bias [N]`` (``[R,
+    N]``). Outputs: ``S``, ``d`` and ``V`` as :class:`LIFFunction`.
     """
-    infer = not (torch.is_grad_enabled() and any(t.requires_grad for t in (s_in, weight, bias)))
-    fast = kernels.bptt_forward(s_in, weight, bias, p, single_spike, keep_current=not infer)
-    if fast is not None:  # inference: no current kept, no graph
-        return fast[:2] if infer else BPTTFunction.apply(s_in, weight, bias, p, bool(single_spike),
-                                                         fast)
-    x = p.beta_i * kernels.project(s_in, weight)
-    bias_term = p.beta_bias * _bias_view(bias, weight)
-    i_t = torch.zeros_like(x[0])
-    v_t = torch.zeros_like(x[0])
-    s_t = torch.zeros_like(x[0])
-    fired = torch.zeros_like(x[0])
-    spikes, volts = [], []
-    for t in range(x.shape[0]):
-        i_t = p.alpha_i * (1 - s_t) * i_t + x[t]
-        v_t = p.alpha_v * (1 - s_t) * v_t + p.beta_v * i_t + bias_term
-        s_t = SurrogateSpike.apply(v_t, p)
-        if single_spike:
-            s_t = s_t * (1 - fired)
-            fired = fired + s_t.detach()
-        spikes.append(s_t)
-        volts.append(v_t)
-    return torch.stack(spikes), torch.stack(volts)
+
+    @staticmethod
+    def forward(s_in, d_in, weight, bias, p: LIFParameters, cfg: MethodConfig, backend: str,
+                keep_current: bool):
+        S, V, I, rowptr, idx, val = ops.dense_forward(s_in, weight, bias, ops.consts(p),
+                                                      cfg.single_spike, keep_current)
+        return S, _zeros_like(S), V, I, rowptr, idx, val
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        s_in, d_in, weight, bias, p, cfg, backend, _ = inputs
+        S, d, V, I, rowptr, idx, val = output
+        ctx.save_for_backward(s_in, weight, bias, S, V, I, rowptr, idx, val)
+        ctx.p, ctx.cfg, ctx.backend = p, cfg, backend
+        ctx.consts = ops.consts(p, cfg.lambda_act, cfg.lambda_tim)
+        ctx.want_diff = d_in is not None
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(I, rowptr, idx, val)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_s, grad_d, grad_v, *unused):
+        s_in, weight, bias, S, V, I, rowptr, idx, val = ctx.saved_tensors
+        ctx.neuron = (S, V, I)
+        A, A_diff, usum = _neuron_backward(ctx, grad_s, grad_d, grad_v)
+        need_s, need_d, need_w, need_b = ctx.needs_input_grad[:4]
+        want_d = need_d and A_diff is not None
+        gs = gd = gw = gb = None
+        if need_s or want_d or need_w:
+            gs, gd, gw = ops.dense_backward(A, A_diff if want_d else None, s_in, weight, rowptr,
+                                            idx, val, ctx.consts, need_s, want_d, need_w)
+            gs, gd, gw = (gs if need_s else None), (gd if want_d else None), (gw if need_w else None)
+        if need_b:
+            view = bias.reshape(bias.shape[0], 1, bias.shape[1]) if bias.dim() == 2 else bias
+            gb = _bias_grad(usum, view, ctx.p.beta_bias).reshape(bias.shape)
+        return gs, gd, gw, gb, None, None, None, None
+
+
+class TimingCurrent(torch.autograd.Function):
+    """The timing current ``x_d = synapse(S_in d_in)`` of a linear synapse, with ``d_in = 0``.
+
+    Its value is 0 and is never computed; its backward is the synapse's transpose applied to
+    the gradient, masked by the input spikes: ``dL/dd_in = S_in * synapse^T(g)`` (Eq. 10).
+    ``synapse`` is a :class:`antlr_snn.synapses.Synapse`.
+    """
+
+    @staticmethod
+    def forward(d_in, s_in, synapse, out_shape):
+        return d_in.new_zeros(()).expand(out_shape)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        d_in, s_in, synapse, _ = inputs
+        ctx.save_for_backward(s_in)
+        ctx.synapse = synapse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (s_in,) = ctx.saved_tensors
+        return ctx.synapse.transpose(g, s_in.shape) * s_in, None, None, None
+
+
+def timing_current(d_in: Optional[torch.Tensor], s_in: torch.Tensor, synapse, out_shape):
+    """:class:`TimingCurrent`, or None when there is no timing channel to feed."""
+    if d_in is None or not (torch.is_grad_enabled() and d_in.requires_grad):
+        return None
+    return TimingCurrent.apply(d_in, s_in, synapse, tuple(out_shape))
+
+
+def _keep_current(cfg: MethodConfig, *tensors) -> bool:
+    """BPTT keeps the current I for its backward, only when a gradient will be taken."""
+    return cfg.method == "bptt" and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
+def lif(x, x_d, bias, p: LIFParameters, cfg: MethodConfig, backend: Optional[str] = None):
+    """The neuron on the current ``x`` (and timing current ``x_d``): ``(S, d, V)``."""
+    backend = backend or kernels.backend_for(x).name
+    if cfg.method == "bptt":
+        x_d = None
+    S, d, V, _ = LIFFunction.apply(x, x_d, bias, p, cfg, backend,
+                                   _keep_current(cfg, x, bias))
+    return (*_channels(S, d, cfg), V)
+
+
+def dense_lif(s_in, d_in, weight, bias, p: LIFParameters, cfg: MethodConfig,
+              backend: Optional[str] = None):
+    """A fully connected layer in one piece: ``(S, d, V)``; the backend must fuse dense
+    layers (``kernels.get(name).fuses_dense``)."""
+    backend = backend or kernels.backend_for(s_in, weight).name
+    if cfg.method == "bptt" or d_in is None or not d_in.requires_grad:
+        d_in = None
+    S, d, V, *_ = DenseLIFFunction.apply(s_in, d_in, weight, bias, p, cfg, backend,
+                                         _keep_current(cfg, s_in, weight, bias))
+    return (*_channels(S, d, cfg), V)

@@ -24,13 +24,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antlr_snn import decode, encode, losses
+from antlr_snn import decode, encode, layers, losses
 from antlr_snn import files
 from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
 from antlr_snn.distributed import Runtime, all_sum, from_lead
 from antlr_snn.errors import UserError, allocation_failure, one_line
 from antlr_snn.checkpoints import CHECKPOINT_FORMAT, check_checkpoint, state_dict_problem
-from antlr_snn.layers import SpikingNetwork
+from antlr_snn.layers import SpikingNetwork, describe_spec, network_from_spec
 
 PRESETS = {
     "antlr": {"loss": "latency", "extra": "at_least_one_spike", "decision": "earliest_spike"},
@@ -62,6 +62,8 @@ class TrainConfig:
     max_train: Optional[int] = None
     max_eval: Optional[int] = None
     t_max: int = 24
+    arch: str = "fc"
+    channels: list = field(default_factory=lambda: [16, 32])
 
     @property
     def preset(self) -> dict:
@@ -129,17 +131,61 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 # ----------------------------------------------------------------------------- model
 
-def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu") -> SpikingNetwork:
-    """The ``in_features``-hidden-10 network of ``cfg`` on ``device``; a one-line
+ARCHS = ("fc", "conv")
+#: The conv topology (``--arch conv``): two strided convolutions, then the fully connected
+#: output layer. Channels come from ``TrainConfig.channels`` (default 16, 32).
+CONV_LAYERS = ((5, 2, 2), (3, 2, 1))  # (kernel, stride, padding) per conv layer
+
+
+def input_shape(features: int, dataset: str) -> tuple:
+    """The image shape ``[C, H, W]`` of a flat input of ``features`` (for ``--arch conv``)."""
+    known = {784: (1, 28, 28), 2312: (2, 34, 34)}
+    if features in known:
+        return known[features]
+    raise UserError(f"--arch conv needs image-shaped input; {dataset} gives {features} "
+                    f"features per step, of no known image shape (use --arch fc)")
+
+
+def architecture(cfg: "TrainConfig", features: int) -> list:
+    """The layer description (``SpikingNetwork.spec()``) of ``cfg``'s network for inputs of
+    ``features`` per step: ``fc`` is features-hidden-10; ``conv`` unflattens the image,
+    runs :data:`CONV_LAYERS` with ``cfg.channels`` and ends in a fully connected layer
+    (through ``cfg.hidden`` sizes, if any) to the 10 outputs."""
+    neuron = {**_neuron_defaults(), "method": cfg.method, "single_spike": cfg.single_spike}
+    if cfg.arch == "fc":
+        sizes = [features, *cfg.hidden, 10]
+        return [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
+                 "neuron": neuron} for a, b in zip(sizes[:-1], sizes[1:])]
+    c, h, w = input_shape(features, cfg.dataset)
+    spec = [{"type": "Unflatten", "shape": [c, h, w]}]
+    for out, (k, stride, pad) in zip(cfg.channels, CONV_LAYERS):
+        spec.append({"type": "LIFConv2d", "in_channels": c, "out_channels": out,
+                     "kernel_size": [k, k], "stride": [stride, stride], "padding": [pad, pad],
+                     "neuron": neuron})
+        c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    spec.append({"type": "Flatten"})
+    sizes = [c * h * w, *cfg.hidden, 10]
+    spec += [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
+              "neuron": neuron} for a, b in zip(sizes[:-1], sizes[1:])]
+    return spec
+
+
+def _neuron_defaults() -> dict:
+    from antlr_snn.layers import LIFLayer
+    return LIFLayer(1, 1).neuron_kwargs()
+
+
+def build_network(cfg: "TrainConfig", in_features: int, device: str = "cpu") -> SpikingNetwork:
+    """The network of ``cfg`` (:func:`architecture`) on ``device``; a one-line
     ``MemoryError`` naming the sizes when it does not fit in memory."""
-    sizes = [in_features, *cfg.hidden, 10]
+    spec = architecture(cfg, in_features)
     try:
-        return SpikingNetwork(sizes, method=cfg.method, single_spike=cfg.single_spike).to(device)
+        return network_from_spec(spec).to(device)
     except (MemoryError, RuntimeError) as exc:
         reason = allocation_failure(exc)
         if reason is None:
             raise
-        raise MemoryError(f"not enough memory for the {'-'.join(map(str, sizes))} network on "
+        raise MemoryError(f"not enough memory for the {describe_spec(spec)} network on "
                           f"{device} ({reason}); use smaller --hidden sizes") from None
 
 
@@ -149,11 +195,11 @@ def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu") 
     Training holds four copies of the parameters (weights, gradients, two Adam moments); on
     the CPU that must fit in the available memory, and the network itself must be allocatable.
     """
-    sizes = [in_features, *cfg.hidden, 10]
-    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    spec = architecture(cfg, in_features)
+    params = layers.network_from_spec(spec, device="meta").num_parameters()  # no memory
     need, avail = 4 * 4 * params, _available_memory() if device == "cpu" else None
     if avail is not None and need > avail:
-        raise MemoryError(f"not enough memory for the {'-'.join(map(str, sizes))} network "
+        raise MemoryError(f"not enough memory for the {describe_spec(spec)} network "
                           f"(training needs about {need / 2 ** 30:.1f} GiB, "
                           f"{avail / 2 ** 30:.1f} GiB available); use smaller --hidden sizes")
     build_network(cfg, in_features, device)  # allocated and dropped: it fits
@@ -173,9 +219,7 @@ def _available_memory() -> Optional[int]:
 
 def model_metadata(net: SpikingNetwork, cfg: TrainConfig) -> dict:
     """What :func:`network_from_checkpoint` needs to rebuild ``net`` and code its input."""
-    layer = net.layers[0]
-    return {"format": CHECKPOINT_FORMAT, "sizes": list(net.sizes), "method": net.method,
-            "single_spike": layer.single_spike, "lif": layer.params._asdict(),
+    return {"format": CHECKPOINT_FORMAT, "layers": net.spec(), "method": net.method,
             "dataset": cfg.dataset, "data_dir": cfg.data_dir, "num_steps": cfg.num_steps,
             "t_max": cfg.t_max, "decision": cfg.preset["decision"]}
 
@@ -187,9 +231,9 @@ def _decide(out, decision: str) -> torch.Tensor:
 
 
 def _spike_sums(out, decision: str) -> tuple:
-    counts = decode.spike_counts(out)
-    upto = counts["to_decision"] if decision == "earliest_spike" else counts["total"]
-    return counts["total"].sum(), upto.sum(), counts["hidden"].sum(), counts["output"].sum()
+    counts = decode.spike_counts(out, decision)
+    return (counts["total"].sum(), counts["to_decision"].sum(), counts["hidden"].sum(),
+            counts["output"].sum())
 
 
 def task_loss(out, labels, cfg: TrainConfig) -> torch.Tensor:
@@ -212,7 +256,7 @@ def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runt
     x, y = batch if batch is not None else (None, None)
     if batch is None:
         p0 = net.layers[0].weight
-        x = torch.zeros(cfg.num_steps, 1, net.sizes[0], dtype=p0.dtype, device=p0.device)
+        x = torch.zeros(cfg.num_steps, 1, net.in_features, dtype=p0.dtype, device=p0.device)
         y = torch.zeros(1, dtype=torch.long, device=p0.device)
     out = model(x)
     loss = task_loss(out, y, cfg)
@@ -281,6 +325,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     np.random.seed(seed)
     torch.manual_seed(seed)
     net = build_network(cfg, splits["train"].features, rt.device)
+    net.in_features = splits["train"].features  # for the blank sample of a short batch
     opt = adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     gen = torch.Generator().manual_seed(seed)
@@ -293,7 +338,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
         if not (rt.resume and os.path.exists(path["ckpt"])):
             return None
         ckpt = files.load_checkpoint(path["ckpt"])
-        check_checkpoint(ckpt, path["ckpt"], net.sizes, use="resume")
+        check_checkpoint(ckpt, path["ckpt"], net.spec(), use="resume")
         return ckpt
     ckpt = from_lead(load, rt)
     if ckpt is not None:
@@ -383,7 +428,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
                       f"{val['spikes_to_decision']:.1f})", flush=True)
     def load_best():
         ckpt = files.load_checkpoint(path["best"])
-        check_checkpoint(ckpt, path["best"], net.sizes, use="model")
+        check_checkpoint(ckpt, path["best"], net.spec(), use="model")
         return ckpt["state_dict"]
     best = from_lead(load_best, rt)
     try:

@@ -14,6 +14,7 @@ import json
 import os
 
 from antlr_snn.checkpoints import network_from_checkpoint
+from antlr_snn.layers import describe_spec, spec_in_features
 from antlr_snn.experiments import common
 from antlr_snn.training import EVENT_DATASETS, TrainConfig, evaluate, load_splits
 from antlr_snn.errors import UserError
@@ -61,12 +62,13 @@ def run(args) -> int:
     cfg = TrainConfig(method=ckpt["method"], dataset=dataset, data_dir=data_dir,
                       num_steps=num_steps, max_eval=args.max_eval, t_max=ckpt["t_max"])
     test = load_splits(cfg, args.device, splits=("test",))["test"]
-    if test.features != ckpt["sizes"][0]:
-        raise UserError(f"{args.checkpoint} holds a network with {ckpt['sizes'][0]} inputs, but "
-                         f"{dataset} gives {test.features}")
+    want = spec_in_features(ckpt["layers"])
+    if test.features != want:
+        raise UserError(f"{args.checkpoint} holds a network with {want} inputs, but "
+                        f"{dataset} gives {test.features}")
     res = evaluate(net.to(args.device), test, ckpt["decision"])
     res = {"accuracy": res.pop("accuracy"), **res, "method": ckpt["method"], "dataset": dataset,
-           "num_steps": num_steps, "sizes": ckpt["sizes"],
+           "num_steps": num_steps, "network": describe_spec(ckpt["layers"]),
            "checkpoint": os.path.abspath(args.checkpoint)}
     print(json.dumps(common.to_jsonable(res)))
     return 0

@@ -22,12 +22,13 @@ from antlr_snn.checkpoints import is_int, is_number, shown
 from antlr_snn.experiments import common
 from antlr_snn.distributed import Runtime, from_lead, setup_distributed
 from antlr_snn.errors import DataNotFound, UserError
-from antlr_snn.training import (EVENT_DATASETS, PRESETS, TrainConfig, check_network_fits,
+from antlr_snn.training import (ARCHS, EVENT_DATASETS, PRESETS, TrainConfig, check_network_fits,
                                 load_splits, train_trial)
 
 EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
 HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
-         "grad_clip", "single_spike", "seed", "trials", "max_train", "max_eval")
+         "grad_clip", "single_spike", "seed", "trials", "max_train", "max_eval", "arch",
+         "channels")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--epochs", type=int, default=None, help=f"epochs [20; {EMBEDDED_EPOCHS} on embedded sets]")
     a("--trials", type=int, default=None, help="independent seeds seed..seed+N-1 [1]")
     a("--single-spike", action="store_true", default=None, help="at most one spike per neuron")
-    a("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes [800]")
+    a("--arch", choices=ARCHS, default=None, help="network: fc = fully connected "
+      "(input-hidden-10); conv = two strided LIF convolutions (5x5/2, 3x3/2), then fully "
+      "connected through --hidden (none by default) to 10 [fc]")
+    a("--hidden", type=int, nargs="*", default=None, help="hidden layer sizes [800; none for "
+      "--arch conv]")
+    a("--channels", type=int, nargs=2, default=None, help="output channels of the two conv "
+      "layers of --arch conv [16 32]")
     a("--num-steps", type=int, default=None, help="time steps T [100; 300 for nmnist]")
     a("--batch-size", type=int, default=None, help="global mini-batch size [16]")
     a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
@@ -75,7 +82,10 @@ SAVED_TYPES = {
     "method": (lambda v: isinstance(v, str), "a string"),
     "dataset": (lambda v: isinstance(v, str), "a string"),
     "data_dir": (lambda v: v is None or isinstance(v, str), "a folder name or null"),
-    "hidden": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(is_int, v)),
+    "arch": (lambda v: v in ARCHS, f"one of {', '.join(ARCHS)}"),
+    "channels": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(is_int, v)),
+                 "a list of two integers"),
+    "hidden": (lambda v: isinstance(v, list) and all(map(is_int, v)),
                "a list of integers"),
     "num_steps": (is_int, "an integer"), "epochs": (is_int, "an integer"),
     "batch_size": (is_int, "an integer"), "seed": (is_int, "an integer"),
@@ -133,7 +143,8 @@ def _validated(given: dict) -> TrainConfig:
     dataset = given.get("dataset", "mnist")
     embedded = dataset == "nmnist-sim" or (dataset == "mnist" and not given.get("data_dir"))
     defaults = {"num_steps": 300 if dataset in EVENT_DATASETS else 100,
-                "epochs": EMBEDDED_EPOCHS if embedded else 20, "single_spike": False}
+                "epochs": EMBEDDED_EPOCHS if embedded else 20, "single_spike": False,
+                "hidden": [] if given.get("arch") == "conv" else [800]}
     cfg = TrainConfig(**{**defaults, **given})
     from antlr_snn.data import DATASETS
     _check(cfg.method in PRESETS, f"unknown method {cfg.method!r}; choose one of "
@@ -147,6 +158,9 @@ def _validated(given: dict) -> TrainConfig:
                     ("--max-train", cfg.max_train), ("--max-eval", cfg.max_eval)):
         _check(v is None or v >= 1, f"{flag} must be a positive integer, got {v}")
     _check(all(h >= 1 for h in cfg.hidden), f"--hidden sizes must be positive, got {cfg.hidden}")
+    _check(cfg.arch == "conv" or len(cfg.hidden) >= 1, "--hidden needs at least one size for "
+           "--arch fc")
+    _check(all(c >= 1 for c in cfg.channels), f"--channels must be positive, got {cfg.channels}")
     _check(math.isfinite(cfg.lr) and 0 < cfg.lr <= 10, f"--lr must be in (0, 10], got {cfg.lr}")
     _check(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0,
            f"--grad-clip must be >= 0 (0 disables), got {cfg.grad_clip}")
