@@ -46,11 +46,12 @@ def _zeros_like(S: torch.Tensor) -> torch.Tensor:
     return S.new_zeros(()).expand(S.shape)
 
 
-def _neuron_backward(ctx, grad_s, grad_d, grad_v):
+def _neuron_backward(ctx, grad_s, grad_d, grad_v, S, V, I):
     """``(A, A_diff or None, U_sum)`` of the method in ``ctx.cfg`` (BPTT: ``(GI, None, sum
-    dL/dV)``)."""
+    dL/dV)``). The saved tensors come as arguments: kept on ``ctx`` they would make a
+    reference cycle (output -> node -> ctx -> output) that holds their memory until the
+    garbage collector runs."""
     cfg, c, be = ctx.cfg, ctx.consts, ctx.backend
-    S, V, I = ctx.neuron
     if cfg.method == "bptt":
         GI, gvsum = ops.bptt_backward(grad_s, grad_v, S, V, I, c, cfg.single_spike, be)
         return GI, None, gvsum
@@ -103,8 +104,7 @@ class LIFFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_s, grad_d, grad_v, grad_i):
         S, V, I, bias = ctx.saved_tensors
-        ctx.neuron = (S, V, I)
-        A, A_diff, usum = _neuron_backward(ctx, grad_s, grad_d, grad_v)
+        A, A_diff, usum = _neuron_backward(ctx, grad_s, grad_d, grad_v, S, V, I)
         p = ctx.p
         need_x, need_xd, need_b = ctx.needs_input_grad[:3]
         gx = (A * p.beta_i if p.beta_i != 1.0 else A) if need_x else None
@@ -143,8 +143,7 @@ class DenseLIFFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_s, grad_d, grad_v, *unused):
         s_in, weight, bias, S, V, I, rowptr, idx, val = ctx.saved_tensors
-        ctx.neuron = (S, V, I)
-        A, A_diff, usum = _neuron_backward(ctx, grad_s, grad_d, grad_v)
+        A, A_diff, usum = _neuron_backward(ctx, grad_s, grad_d, grad_v, S, V, I)
         need_s, need_d, need_w, need_b = ctx.needs_input_grad[:4]
         want_d = need_d and A_diff is not None
         gs = gd = gw = gb = None
