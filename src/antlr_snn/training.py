@@ -26,6 +26,7 @@ import torch
 
 from antlr_snn import decode, encode, losses
 from antlr_snn import files
+from antlr_snn.data import EVENT_DATASETS  # noqa: F401 (re-export)
 from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
 from antlr_snn.distributed import Runtime, all_sum, from_lead
 from antlr_snn.errors import UserError, allocation_failure, one_line
@@ -38,7 +39,6 @@ PRESETS = {
     "activation": {"loss": "count", "extra": None, "decision": "most_spikes"},
     "bptt": {"loss": "count", "extra": None, "decision": "most_spikes"},
 }
-EVENT_DATASETS = ("nmnist", "nmnist-sim")
 
 
 @dataclass
@@ -129,10 +129,11 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 # ----------------------------------------------------------------------------- model
 
-def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu") -> SpikingNetwork:
-    """The ``in_features``-hidden-10 network of ``cfg`` on ``device``; a one-line
+def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu",
+                  num_classes: int = 10) -> SpikingNetwork:
+    """The ``in_features``-hidden-``num_classes`` network of ``cfg`` on ``device``; a one-line
     ``MemoryError`` naming the sizes when it does not fit in memory."""
-    sizes = [in_features, *cfg.hidden, 10]
+    sizes = [in_features, *cfg.hidden, num_classes]
     try:
         return SpikingNetwork(sizes, method=cfg.method, single_spike=cfg.single_spike).to(device)
     except (MemoryError, RuntimeError) as exc:
@@ -143,20 +144,21 @@ def build_network(cfg: TrainConfig, in_features: int, device: str = "cpu") -> Sp
                           f"{device} ({reason}); use smaller --hidden sizes") from None
 
 
-def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu") -> None:
+def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu",
+                       num_classes: int = 10) -> None:
     """Fail early (before a run folder is written) when the network cannot be trained here.
 
     Training holds four copies of the parameters (weights, gradients, two Adam moments); on
     the CPU that must fit in the available memory, and the network itself must be allocatable.
     """
-    sizes = [in_features, *cfg.hidden, 10]
+    sizes = [in_features, *cfg.hidden, num_classes]
     params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
     need, avail = 4 * 4 * params, _available_memory() if device == "cpu" else None
     if avail is not None and need > avail:
         raise MemoryError(f"not enough memory for the {'-'.join(map(str, sizes))} network "
                           f"(training needs about {need / 2 ** 30:.1f} GiB, "
                           f"{avail / 2 ** 30:.1f} GiB available); use smaller --hidden sizes")
-    build_network(cfg, in_features, device)  # allocated and dropped: it fits
+    build_network(cfg, in_features, device, num_classes)  # allocated and dropped: it fits
 
 
 def _available_memory() -> Optional[int]:
@@ -280,7 +282,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    net = build_network(cfg, splits["train"].features, rt.device)
+    net = build_network(cfg, splits["train"].features, rt.device, splits["train"].num_classes)
     opt = adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     gen = torch.Generator().manual_seed(seed)

@@ -64,6 +64,9 @@ def run(args) -> int:
     if test.features != ckpt["sizes"][0]:
         raise UserError(f"{args.checkpoint} holds a network with {ckpt['sizes'][0]} inputs, but "
                          f"{dataset} gives {test.features}")
+    if test.num_classes != ckpt["sizes"][-1]:
+        raise UserError(f"{args.checkpoint} holds a network with {ckpt['sizes'][-1]} outputs, "
+                        f"but {dataset} has {test.num_classes} classes")
     res = evaluate(net.to(args.device), test, ckpt["decision"])
     res = {"accuracy": res.pop("accuracy"), **res, "method": ckpt["method"], "dataset": dataset,
            "num_steps": num_steps, "sizes": ckpt["sizes"],
