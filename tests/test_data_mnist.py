@@ -147,7 +147,8 @@ def test_fashion_from_folder(tmp_path):
 
 
 def test_load_dataset_dispatch(tmp_path):
-    assert DATASETS == ("mnist", "fashion-mnist", "nmnist", "nmnist-sim")
+    assert DATASETS == ("mnist", "fashion-mnist", "nmnist", "nmnist-sim", "tonic:NMNIST",
+                        "tonic:DVSGesture", "tonic:SHD", "tonic:SSC")
     x, y = load_dataset("mnist", "val")
     assert x.shape == (500, 784) and torch.equal(y, load_embedded_mnist("val")[1])
     make_folder(tmp_path, TRAIN, TEST)

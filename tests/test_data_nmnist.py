@@ -1,7 +1,7 @@
 """N-MNIST: the 40-bit event format, exact binning, the lazy Dataset and its errors."""
-import io
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -41,13 +41,31 @@ def test_decode_exact(tmp_path):
     assert list(decoded) == EVENTS
 
 
-def test_tonic_reader_agrees_on_valid_files():
+def test_decoding_is_tonics_reader(tmp_path, monkeypatch):
+    """The bytes go through tonic.io.read_mnist_file; the result equals the spec's events."""
     tonic_io = pytest.importorskip("tonic.io")
-    raw = encode(EVENTS)
-    ours = decode_events(raw)
-    theirs = tonic_io.read_mnist_file(io.BytesIO(raw), EVENT_DTYPE, is_stream=True)
-    for field in ("x", "y", "t", "p"):
-        np.testing.assert_array_equal(ours[field], theirs[field])
+    calls = []
+    real = tonic_io.read_mnist_file
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tonic_io, "read_mnist_file", spy)
+    path = tmp_path / "00001.bin"
+    path.write_bytes(encode(EVENTS))
+    ev = read_nmnist_bin(path)
+    assert len(calls) == 1
+    assert list(zip(*(ev[f].tolist() for f in ("x", "y", "t", "p")))) == EVENTS
+
+
+def test_missing_tonic_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "a.bin").write_bytes(encode(EVENTS))
+    monkeypatch.setitem(sys.modules, "tonic", None)
+    with pytest.raises(ValueError, match=r"N-MNIST is read with tonic, which is not installed "
+                                         r".*pip install 'antlr-snn\[data\]'"):
+        read_nmnist_bin(tmp_path / "a.bin")
+    # binning needs no tonic: nmnist-sim keeps working without the extra
+    assert events_to_frames(np.zeros(0, dtype=EVENT_DTYPE), num_steps=3).shape == (3, 2312)
 
 
 def test_empty_file_is_corrupt(tmp_path):
@@ -80,6 +98,17 @@ def test_timestamp_overflow_marker():
                                (4, 5, 7, 1)]))
     assert ev["x"].tolist() == [1, 2, 4] and ev["y"].tolist() == [1, 3, 5]
     assert ev["t"].tolist() == [100, 50 + 8192, 7 + 2 * 8192]
+
+
+def test_timestamp_overflow_markers_at_the_ends():
+    marker = (0, 240, 0, 0)
+    ev = decode_events(encode([marker, marker, (5, 6, 2**23 - 1, 1), (7, 8, 3, 0), marker]))
+    assert ev["x"].tolist() == [5, 7] and ev["p"].tolist() == [1, 0]
+    assert ev["t"].tolist() == [2**23 - 1 + 2 * 8192, 3 + 2 * 8192]
+    assert len(decode_events(encode([marker] * 3))) == 0
+    # a bad coordinate is counted among the real events, markers left out
+    with pytest.raises(ValueError, match=r"event 1 has x=1, y=241 outside"):
+        decode_events(encode([(1, 1, 5, 0), marker, (1, 241, 6, 1)]), "f.bin")
 
 
 def test_binning_exact_default_1ms():

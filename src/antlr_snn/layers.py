@@ -25,7 +25,8 @@ from antlr_snn.synapses import Conv, Dense, Module
 
 __all__ = ["SpikeOutput", "LIFLayer", "LIFConv2d", "LIF", "Flatten", "Unflatten",
            "SpikingNetwork",
-           "check_spikes", "network_from_spec", "describe_spec", "spec_in_features", "METHODS", "NEURON_DEFAULTS"]
+           "check_spikes", "network_from_spec", "describe_spec", "spec_in_features",
+           "spec_out_features", "METHODS", "NEURON_DEFAULTS"]
 
 #: The neuron and method keywords every spiking layer takes, with their defaults.
 NEURON_DEFAULTS = {"method": "antlr", "lambda_act": 1.0, "lambda_tim": 1.0, "alpha_v": 0.99,
@@ -533,6 +534,13 @@ def spec_in_features(spec: Sequence[dict]) -> Optional[int]:
     if first.get("type") == "Unflatten":
         return math.prod(first.get("shape", []))
     return None
+
+
+def spec_out_features(spec: Sequence[dict]) -> Optional[int]:
+    """The number of output neurons of a described network (its last fully connected layer),
+    or None."""
+    last = spec[-1] if spec else {}
+    return last.get("out_features") if last.get("type") == "LIFLayer" else None
 
 
 def describe_spec(spec: Sequence[dict]) -> str:

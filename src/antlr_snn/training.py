@@ -26,6 +26,7 @@ import torch
 
 from antlr_snn import decode, encode, layers, losses
 from antlr_snn import files
+from antlr_snn.data import EVENT_DATASETS  # noqa: F401 (re-export)
 from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
 from antlr_snn.distributed import Runtime, all_sum, from_lead
 from antlr_snn.errors import UserError, allocation_failure, one_line
@@ -38,7 +39,6 @@ PRESETS = {
     "activation": {"loss": "count", "extra": None, "decision": "most_spikes"},
     "bptt": {"loss": "count", "extra": None, "decision": "most_spikes"},
 }
-EVENT_DATASETS = ("nmnist", "nmnist-sim")
 
 
 @dataclass
@@ -146,14 +146,14 @@ def input_shape(features: int, dataset: str) -> tuple:
                     f"features per step, of no known image shape (use --arch fc)")
 
 
-def architecture(cfg: "TrainConfig", features: int) -> list:
+def architecture(cfg: "TrainConfig", features: int, num_classes: int = 10) -> list:
     """The layer description (``SpikingNetwork.spec()``) of ``cfg``'s network for inputs of
-    ``features`` per step: ``fc`` is features-hidden-10; ``conv`` unflattens the image,
+    ``features`` per step: ``fc`` is features-hidden-classes; ``conv`` unflattens the image,
     runs :data:`CONV_LAYERS` with ``cfg.channels`` and ends in a fully connected layer
-    (through ``cfg.hidden`` sizes, if any) to the 10 outputs."""
+    (through ``cfg.hidden`` sizes, if any) to the ``num_classes`` outputs."""
     neuron = {**_neuron_defaults(), "method": cfg.method, "single_spike": cfg.single_spike}
     if cfg.arch == "fc":
-        sizes = [features, *cfg.hidden, 10]
+        sizes = [features, *cfg.hidden, num_classes]
         return [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
                  "neuron": neuron} for a, b in zip(sizes[:-1], sizes[1:])]
     c, h, w = input_shape(features, cfg.dataset)
@@ -164,7 +164,7 @@ def architecture(cfg: "TrainConfig", features: int) -> list:
                      "neuron": neuron})
         c, h, w = out, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     spec.append({"type": "Flatten"})
-    sizes = [c * h * w, *cfg.hidden, 10]
+    sizes = [c * h * w, *cfg.hidden, num_classes]
     spec += [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
               "neuron": neuron} for a, b in zip(sizes[:-1], sizes[1:])]
     return spec
@@ -175,10 +175,11 @@ def _neuron_defaults() -> dict:
     return LIFLayer(1, 1).neuron_kwargs()
 
 
-def build_network(cfg: "TrainConfig", in_features: int, device: str = "cpu") -> SpikingNetwork:
+def build_network(cfg: "TrainConfig", in_features: int, device: str = "cpu",
+                  num_classes: int = 10) -> SpikingNetwork:
     """The network of ``cfg`` (:func:`architecture`) on ``device``; a one-line
     ``MemoryError`` naming the sizes when it does not fit in memory."""
-    spec = architecture(cfg, in_features)
+    spec = architecture(cfg, in_features, num_classes)
     try:
         return network_from_spec(spec).to(device)
     except (MemoryError, RuntimeError) as exc:
@@ -189,20 +190,21 @@ def build_network(cfg: "TrainConfig", in_features: int, device: str = "cpu") -> 
                           f"{device} ({reason}); use smaller --hidden sizes") from None
 
 
-def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu") -> None:
+def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu",
+                       num_classes: int = 10) -> None:
     """Fail early (before a run folder is written) when the network cannot be trained here.
 
     Training holds four copies of the parameters (weights, gradients, two Adam moments); on
     the CPU that must fit in the available memory, and the network itself must be allocatable.
     """
-    spec = architecture(cfg, in_features)
+    spec = architecture(cfg, in_features, num_classes)
     params = layers.network_from_spec(spec, device="meta").num_parameters()  # no memory
     need, avail = 4 * 4 * params, _available_memory() if device == "cpu" else None
     if avail is not None and need > avail:
         raise MemoryError(f"not enough memory for the {describe_spec(spec)} network "
                           f"(training needs about {need / 2 ** 30:.1f} GiB, "
                           f"{avail / 2 ** 30:.1f} GiB available); use smaller --hidden sizes")
-    build_network(cfg, in_features, device)  # allocated and dropped: it fits
+    build_network(cfg, in_features, device, num_classes)  # allocated and dropped: it fits
 
 
 def _available_memory() -> Optional[int]:
@@ -324,7 +326,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    net = build_network(cfg, splits["train"].features, rt.device)
+    net = build_network(cfg, splits["train"].features, rt.device, splits["train"].num_classes)
     net.in_features = splits["train"].features  # for the blank sample of a short batch
     opt = adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)

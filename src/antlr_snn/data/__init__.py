@@ -5,10 +5,12 @@ Return contract
 * Static sets ("mnist", "fashion-mnist") return ``(images, labels)``:
   images float32 [N, 784] in [0, 1], labels int64 [N]. They are not encoded
   into spikes here.
-* Event sets ("nmnist", "nmnist-sim") return a ``torch.utils.data.Dataset``
-  whose items are ``(spikes, label)``: spikes uint8 [T, 2312] holding 0/1
-  (T = num_steps, default 300 bins over 300 ms; feature p*34*34 + y*34 + x),
-  label a Python int.
+* Event sets ("nmnist", "nmnist-sim", "tonic:NAME") return a
+  ``torch.utils.data.Dataset`` whose items are ``(spikes, label)``: spikes uint8
+  [T, N] holding 0/1, time first (T = num_steps, default 300; N = 2312 for the
+  N-MNIST sets, feature p*34*34 + y*34 + x), label a Python int. Batch them
+  with :func:`event_loader` (or ``collate_fn=time_major``) into the [T, B, N]
+  that the layers take: a DataLoader's default collate would give [B, T, N].
 
 Splits
 ------
@@ -23,6 +25,10 @@ Splits
   files, "train" the rest.
 * "nmnist-sim": the simulated event camera over the embedded digits, same
   train / val / test split as "mnist" without ``data_dir``.
+* "tonic:NAME" (NAME one of NMNIST, DVSGesture, SHD, SSC): read by tonic's own
+  dataset classes from ``data_dir`` (no download) and binned by tonic's ToFrame
+  into T bins over each recording; "val" is the last 1/6 of each class of the
+  training files (SSC: its own validation file). See :mod:`.tonic_sets`.
 """
 from __future__ import annotations
 
@@ -34,17 +40,22 @@ from ._checks import check_int
 from .idx import read_idx
 from .mnist import (FASHION_MNIST_DIR, load_embedded_mnist, load_fashion_mnist, load_idx_dataset,
                     load_idx_split)
+from .holdout import class_tail
+from .layout import event_loader, time_major
 from .nmnist import NMNIST, events_to_frames, read_nmnist_bin
 from .nmnist_sim import SimulatedNMNIST
+from .tonic_sets import SETS as TONIC_SETS, TONIC_DATASETS, TonicEvents, tonic_split
 from antlr_snn.errors import DataNotFound, UserError
 
-DATASETS = ("mnist", "fashion-mnist", "nmnist", "nmnist-sim")
+EVENT_DATASETS = ("nmnist", "nmnist-sim", *TONIC_DATASETS)
+DATASETS = ("mnist", "fashion-mnist", *EVENT_DATASETS)
 DEFAULT_NUM_STEPS = 300
 
 __all__ = [
-    "DATASETS", "FASHION_MNIST_DIR", "NMNIST", "SimulatedNMNIST", "events_to_frames",
-    "load_dataset", "load_embedded_mnist", "load_fashion_mnist", "load_idx_dataset",
-    "load_idx_split", "nmnist_split", "read_idx", "read_nmnist_bin",
+    "DATASETS", "EVENT_DATASETS", "FASHION_MNIST_DIR", "NMNIST", "SimulatedNMNIST",
+    "TONIC_DATASETS", "TonicEvents", "event_loader", "events_to_frames", "load_dataset",
+    "load_embedded_mnist", "load_fashion_mnist", "load_idx_dataset", "load_idx_split",
+    "nmnist_split", "read_idx", "read_nmnist_bin", "time_major", "tonic_split",
 ]
 
 
@@ -64,12 +75,7 @@ def nmnist_split(root: str | os.PathLike, split: str, num_steps: int = DEFAULT_N
     data = NMNIST(root, "test" if split == "test" else "train", num_steps, window_ms)
     if split == "test":
         return data
-    keep = []
-    for digit in range(10):
-        idx = [i for i, label in enumerate(data.labels) if label == digit]
-        n_train = len(idx) - len(idx) // 6
-        keep += idx[:n_train] if split == "train" else idx[n_train:]
-    return Subset(data, keep)
+    return Subset(data, class_tail(data.labels, split))
 
 
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None,
@@ -103,4 +109,6 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
         return nmnist_split(data_dir, split, steps)
     if name == "nmnist-sim":
         return SimulatedNMNIST(split, num_steps=steps, seed=seed)
+    if isinstance(name, str) and name.startswith("tonic:"):
+        return tonic_split(name[len("tonic:"):], data_dir, split, steps)
     raise UserError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")

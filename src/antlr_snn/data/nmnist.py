@@ -2,15 +2,19 @@
 
 Each event is 40 bits (5 bytes): byte0 = x (0..33), byte1 = y (0..33),
 byte2 bit 7 = polarity, and a 23-bit timestamp in microseconds
-``t = ((b2 & 127) << 16) | (b3 << 8) | b4``. As in the dataset's own reader
-(Orchard et al.'s ``Read_Ndataset.m``), an event with ``y == 240`` is a timestamp-overflow
-marker: it is dropped and every later event's timestamp grows by 2**13.
+``t = ((b2 & 127) << 16) | (b3 << 8) | b4``. An event with ``y == 240`` is a
+timestamp-overflow marker (Orchard et al.'s ``Read_Ndataset.m``): it is dropped and every
+later event's timestamp grows by 2**13. The bytes are decoded by tonic's own reader
+(``tonic.io.read_mnist_file``, which handles those markers); this module adds the checks that
+tonic leaves out (length, empty file, coordinates), each a one-line error naming the file.
 
-Frames are [T, 2 * 34 * 34] with feature index ``p * 34 * 34 + y * 34 + x``.
+Frames are time-major [T, 2 * 34 * 34] with feature index ``p * 34 * 34 + y * 34 + x``;
+batch them into [T, B, N] with :func:`antlr_snn.data.event_loader`.
 """
 from __future__ import annotations
 
 import glob
+import io
 import os
 import stat
 
@@ -19,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import check_int, check_positive_float
+from ._tonic import require_tonic
 from antlr_snn.errors import DataNotFound, UserError
 
 SIZE = 34
@@ -30,8 +35,8 @@ SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode N-MNIST 40-bit events into a structured array with fields x, y, t, p.
 
-    Raises ValueError naming ``name`` if the length is not a multiple of 5 or a
-    coordinate is outside 0..33.
+    The decoding is tonic's (``tonic.io.read_mnist_file``). Raises ValueError naming
+    ``name`` if the length is not a multiple of 5 or a coordinate is outside 0..33.
 
     >>> ev = decode_events(bytes([3, 5, 0x81, 0x02, 0x03]))  # t = 1 << 16 | 2 << 8 | 3
     >>> ev["x"].tolist(), ev["y"].tolist(), ev["t"].tolist(), ev["p"].tolist()
@@ -39,22 +44,13 @@ def decode_events(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     """
     if len(raw) % 5:
         raise UserError(f"{name}: length {len(raw)} bytes is not a multiple of 5 (40-bit events)")
-    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
-    overflow = b[:, 1] == 240
-    t = ((b[:, 2] & 127) << 16) | (b[:, 3] << 8) | b[:, 4]
-    if overflow.any():  # overflow markers shift every later timestamp
-        t = t + (np.cumsum(overflow) << 13)
-        b, t = b[~overflow], t[~overflow]
-    events = np.empty(len(b), dtype=EVENT_DTYPE)
-    events["x"], events["y"] = b[:, 0], b[:, 1]
-    events["p"] = b[:, 2] >> 7
-    events["t"] = t
-    bad = (b[:, 0] >= SIZE) | (b[:, 1] >= SIZE)
+    tonic = require_tonic("N-MNIST")
+    events = tonic.io.read_mnist_file(io.BytesIO(raw), EVENT_DTYPE, is_stream=True)
+    bad = (events["x"] >= SIZE) | (events["y"] >= SIZE)
     if bad.any():
         i = int(np.argmax(bad))
-        raise UserError(
-            f"{name}: event {i} has x={b[i, 0]}, y={b[i, 1]} outside the 34x34 sensor"
-        )
+        raise UserError(f"{name}: event {i} has x={events['x'][i]}, y={events['y'][i]} outside "
+                        "the 34x34 sensor")
     return events
 
 
@@ -168,7 +164,10 @@ def list_nmnist_files(root: str | os.PathLike, split: str) -> tuple[list[str], l
 class NMNIST(Dataset):
     """Lazy N-MNIST: files are listed at init and read and binned on access.
 
-    Items are ``(spikes, label)``: spikes uint8 [num_steps, 2312] (0/1), label int.
+    Items are ``(spikes, label)``: spikes uint8 [num_steps, 2312] (0/1), time first, and label
+    an int. A DataLoader with its default collate would stack them into [B, T, N], which a
+    network reads as B time steps: batch with :func:`antlr_snn.data.event_loader` (or
+    ``collate_fn=antlr_snn.data.time_major``) for the [T, B, N] the layers take.
 
     >>> import os, tempfile
     >>> root = tempfile.mkdtemp()

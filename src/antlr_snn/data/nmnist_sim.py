@@ -117,7 +117,8 @@ class SimulatedNMNIST(Dataset):
     """Simulated N-MNIST over the embedded digits (split "train", "val" or "test").
 
     Items are ``(spikes, label)`` as for :class:`~antlr_snn.data.nmnist.NMNIST`:
-    spikes uint8 [num_steps, 2312] (0/1), label int. Deterministic given ``seed``
+    spikes uint8 [num_steps, 2312] (0/1), time first, label int; batch them with
+    :func:`antlr_snn.data.event_loader` into [T, B, N]. Deterministic given ``seed``
     (it fixes the embedded split and every sample's sensor mismatch). The
     saccades always span 0..300 ms; ``window_ms`` only sets what is binned.
 

@@ -1,7 +1,8 @@
 """Train / validation / test splits as batches of spikes ``[T, B, F]`` with labels ``[B]``.
 
 Static images are latency-coded per batch (:func:`antlr_snn.encode.latency`); event data sets
-are read through a ``DataLoader``, optionally with worker processes.
+are read through a ``DataLoader``, optionally with worker processes, and batched time-major by
+:func:`antlr_snn.data.layout.time_major`.
 
 Example:
     >>> import torch
@@ -17,6 +18,7 @@ from typing import Optional
 import torch
 
 from antlr_snn import encode
+from antlr_snn.data.layout import time_major
 from antlr_snn.errors import UserError, one_line
 
 __all__ = ["Split", "load_splits"]
@@ -45,13 +47,10 @@ class Split:
             self.data = data if keep is None else torch.utils.data.Subset(data, keep.tolist())
             self.features = int(self.data[0][0].shape[-1]) if len(self.data) else 0
         self.n = total if keep is None else limit
+        self.num_classes = 10 if self.static else _num_classes(data)
 
     def __len__(self) -> int:
         return self.n
-
-    def _collate(self, items):
-        x = torch.stack([torch.as_tensor(s) for s, _ in items]).transpose(0, 1)
-        return x.float(), torch.tensor([int(y) for _, y in items], dtype=torch.long)
 
     def batches(self, index_batches, workers: int = 0):
         """Yield one batch per entry of ``index_batches`` (``None`` for an empty entry)."""
@@ -65,13 +64,19 @@ class Split:
             return
         nonempty = [b.tolist() for b in index_batches if len(b)]
         loader = iter(torch.utils.data.DataLoader(self.data, batch_sampler=nonempty,
-                                                  num_workers=workers, collate_fn=self._collate))
+                                                  num_workers=workers, collate_fn=time_major))
         for idx in index_batches:
             if len(idx) == 0:
                 yield None
             else:
                 x, y = _next_batch(loader)
                 yield x.to(self.device), y.to(self.device)
+
+
+def _num_classes(data) -> int:
+    while isinstance(data, torch.utils.data.Subset):
+        data = data.dataset
+    return int(getattr(data, "num_classes", 10))
 
 
 def _next_batch(loader):

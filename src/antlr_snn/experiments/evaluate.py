@@ -14,7 +14,7 @@ import json
 import os
 
 from antlr_snn.checkpoints import network_from_checkpoint
-from antlr_snn.layers import describe_spec, spec_in_features
+from antlr_snn.layers import describe_spec, spec_in_features, spec_out_features
 from antlr_snn.experiments import common
 from antlr_snn.training import EVENT_DATASETS, TrainConfig, evaluate, load_splits
 from antlr_snn.errors import UserError
@@ -66,6 +66,10 @@ def run(args) -> int:
     if test.features != want:
         raise UserError(f"{args.checkpoint} holds a network with {want} inputs, but "
                         f"{dataset} gives {test.features}")
+    outputs = spec_out_features(ckpt["layers"])
+    if test.num_classes != outputs:
+        raise UserError(f"{args.checkpoint} holds a network with {outputs} outputs, "
+                        f"but {dataset} has {test.num_classes} classes")
     res = evaluate(net.to(args.device), test, ckpt["decision"])
     res = {"accuracy": res.pop("accuracy"), **res, "method": ckpt["method"], "dataset": dataset,
            "num_steps": num_steps, "network": describe_spec(ckpt["layers"]),

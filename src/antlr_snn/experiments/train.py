@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--method", default=None, help=f"learning method: {', '.join(PRESETS)} [antlr]")
     a("--dataset", default=None, help=f"data set: {', '.join(DATASETS)} [mnist: embedded digits]")
-    a("--data-dir", default=None, help="data folder (IDX files; nmnist: Train/ and Test/)")
+    a("--data-dir", default=None, help="data folder (IDX files; nmnist: Train/ and Test/; "
+      "tonic:NAME: the folder holding NAME/)")
     a("--epochs", type=int, default=None, help=f"epochs [20; {EMBEDDED_EPOCHS} on embedded sets]")
     a("--trials", type=int, default=None, help="independent seeds seed..seed+N-1 [1]")
     a("--single-spike", action="store_true", default=None, help="at most one spike per neuron")
@@ -214,7 +215,8 @@ def run(args) -> int:
         cfg = resolve_config(args, saved, os.path.join(out, "config.json"))
         rt.ddp = world > 1 and cfg.trials == 1
         splits = load_splits(cfg, device)  # before config.json: a missing data set is no run
-        check_network_fits(cfg, splits["train"].features, device)  # nor is a network too big
+        check_network_fits(cfg, splits["train"].features, device,  # nor is a network too big
+                           splits["train"].num_classes)
         if rank == 0 and saved is None:
             common.atomic_write_json(os.path.join(out, "config.json"), asdict(cfg))
         t0 = time.time()
