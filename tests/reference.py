@@ -1,7 +1,9 @@
 """Independent reference implementations used by the tests.
 
 They are written straight from the paper's equations, with plain loops and no code shared with
-the library beyond the parameter tuple, so that agreement means something.
+the library beyond the parameter tuple, so that agreement means something. A synapse is a
+dense matrix here: a convolution or a pooling is compared through its unfolded matrix
+(:func:`unfolded`).
 """
 from __future__ import annotations
 
@@ -9,8 +11,20 @@ import numpy as np
 import torch
 
 
+def unfolded(synapse, in_shape):
+    """The dense matrix ``[N_out, N_in]`` of a linear map on flattened inputs of ``in_shape``
+    (per sample): column k is the map applied to the k-th unit vector."""
+    n_in = int(np.prod(in_shape))
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
+    with torch.no_grad():
+        cols = synapse(eye).reshape(n_in, -1)
+    return cols.T.contiguous()
+
+
 def simulate_eq123(s_in, w, bias, p, single_spike=False):
-    """Eq. 1-3 for one sample with scalar Python loops (float64 numpy). s_in [T, N_in]."""
+    """Eq. 1-3 for one sample with scalar Python loops (float64 numpy). s_in [T, N_in].
+
+    Single spike: after its spike a neuron is held at reset (V = I = 0)."""
     T = s_in.shape[0]
     n = w.shape[0]
     V = np.zeros((T, n))
@@ -20,11 +34,12 @@ def simulate_eq123(s_in, w, bias, p, single_spike=False):
         v = i = s_prev = 0.0
         fired = False
         for t in range(T):
+            if single_spike and fired:
+                V[t, j] = I[t, j] = S[t, j] = 0.0
+                continue
             i = p.alpha_i * (1 - s_prev) * i + p.beta_i * sum(w[j, k] * s_in[t, k] for k in range(s_in.shape[1]))
             v = p.alpha_v * (1 - s_prev) * v + p.beta_v * i + p.beta_bias * bias[j]
             s = 1.0 if v >= p.threshold else 0.0
-            if single_spike and fired:
-                s = 0.0
             fired = fired or s == 1.0
             V[t, j], I[t, j], S[t, j] = v, i, s
             s_prev = s
@@ -32,9 +47,9 @@ def simulate_eq123(s_in, w, bias, p, single_spike=False):
 
 
 def eps_kernel(p, T):
-    """eps[k] = beta_i beta_v sum_{m=0..k} alpha_i^m alpha_v^(k-m) (Sec. 2.1)."""
+    """eps[k] = beta_i beta_v sum_{m=0..k} alpha_i^m alpha_v^(k-m) (Sec. 2.1), for k < T + 1."""
     return np.array([p.beta_i * p.beta_v * sum(p.alpha_i ** m * p.alpha_v ** (k - m) for m in range(k + 1))
-                     for k in range(T)])
+                     for k in range(T + 1)])
 
 
 def last_spike_before(S_j, t):
@@ -70,18 +85,25 @@ def vstar(S, V, p):
 
 
 def explicit_backward(inputs, weights, biases, spikes, volts, gS_out, gT_out, p, lambdas,
-                      single_spike=False):
+                      single_spike=False, eps_derivative="backward"):
     """Eq. 6-10 with explicit O(T^2) kernel sums, one sample.
 
     Args:
-        inputs: input spikes [T, N0]. weights/biases: per layer. spikes/volts: per layer [T, N].
+        inputs: input spikes [T, N0]. weights/biases: per layer (dense matrices).
+        spikes/volts: per layer [T, N].
         gS_out, gT_out: dL/dS and dL/dt of the output layer [T, N_L].
         lambdas: per layer (lambda_act, lambda_tim).
-    Returns: (weight grads, bias grads) per layer.
+        eps_derivative: the kernel's time derivative in Eq. 7, ``"backward"``
+            eps[k] - eps[k-1] or ``"central"`` (eps[k+1] - eps[k-1]) / 2.
+    Returns: (weight grads, bias grads, (dL/dS, dL/dt) of the input) per layer.
     """
     T = inputs.shape[0]
     eps = eps_kernel(p, T)
-    eps_star = eps - np.concatenate([[0.0], eps[:-1]])  # backward difference
+    before = np.concatenate([[0.0], eps[:-1]])          # eps[k - 1]
+    if eps_derivative == "central":
+        eps_star = (eps[1:] - before[:-1]) / 2           # (eps[k+1] - eps[k-1]) / 2, k < T
+    else:
+        eps_star = (eps - before)[:-1]
     L = len(weights)
     gS, gT = gS_out.copy(), gT_out.copy()
     w_grads, b_grads = [None] * L, [None] * L
@@ -90,12 +112,12 @@ def explicit_backward(inputs, weights, biases, spikes, volts, gS_out, gT_out, p,
         s_pre = inputs if l == 0 else spikes[l - 1]
         lam_act, lam_tim = lambdas[l]
         sig = surrogate(V, p)
-        if single_spike:
-            fired_before = np.zeros_like(S)
-            fired_before[1:] = np.minimum(np.cumsum(S, 0)[:-1], 1)
-            sig = sig * (1 - fired_before)
         # Eq. 8: dL/dV of this layer
         g = lam_act * sig * gS + lam_tim * S * (-1.0 / vstar(S, V, p)) * gT
+        if single_spike:  # held at reset after the spike: V does not depend on anything there
+            fired_before = np.zeros_like(S)
+            fired_before[1:] = np.minimum(np.cumsum(S, 0)[:-1], 1)
+            g = g * (1 - fired_before)
         n_post, n_pre = w.shape
         gw = np.zeros_like(w)
         gb = np.zeros(n_post)
@@ -114,7 +136,7 @@ def explicit_backward(inputs, weights, biases, spikes, volts, gS_out, gT_out, p,
                     gT_pre[tau] += g[ta, j] * (-w[j]) * eps_star[k] * s_pre[tau]  # Eq. 7
         w_grads[l], b_grads[l] = gw, gb
         gS, gT = gS_pre, gT_pre
-    return w_grads, b_grads
+    return w_grads, b_grads, (gS, gT)
 
 
 class RefSpike(torch.autograd.Function):
@@ -131,27 +153,35 @@ class RefSpike(torch.autograd.Function):
         return grad * scale * torch.exp(-width * (v - th).abs()), None, None, None
 
 
+def autograd_layer(current, bias, p, detach_reset, single_spike=False):
+    """Autograd through Eq. 1-3 of one layer given its current ``x[t] = sum_i w S_i[t]``
+    ``[T, *shape]``; ``detach_reset`` drops the reset path (the SRM-based activation method)."""
+    i_t = torch.zeros_like(current[0])
+    v_t = torch.zeros_like(i_t)
+    s_t = torch.zeros_like(i_t)
+    alive = torch.ones_like(i_t)
+    S, V = [], []
+    for t in range(current.shape[0]):
+        keep = 1 - (s_t.detach() if detach_reset else s_t)
+        i_t = p.alpha_i * keep * i_t + p.beta_i * current[t]
+        v_t = p.alpha_v * keep * v_t + p.beta_v * i_t + p.beta_bias * bias
+        if single_spike:  # held at reset after the spike (a constraint: not differentiated)
+            i_t, v_t = i_t * alive, v_t * alive
+        s_t = RefSpike.apply(v_t, p.threshold, p.surrogate_scale, p.surrogate_width)
+        if single_spike:
+            s_t = s_t * alive
+            alive = alive * (1 - s_t.detach())
+        S.append(s_t)
+        V.append(v_t)
+    return torch.stack(S), torch.stack(V)
+
+
 def autograd_network(x, weights, biases, p, detach_reset, single_spike=False):
-    """Autograd through Eq. 1-3 for a stack of layers; ``detach_reset`` drops the reset path."""
+    """:func:`autograd_layer` for a stack of fully connected layers."""
     s_in = x
     outs = []
     for w, b in zip(weights, biases):
-        T = s_in.shape[0]
-        i_t = torch.zeros(s_in.shape[1:-1] + (w.shape[0],), dtype=x.dtype)
-        v_t = torch.zeros_like(i_t)
-        s_t = torch.zeros_like(i_t)
-        fired = torch.zeros_like(i_t)
-        S, V = [], []
-        for t in range(T):
-            keep = 1 - (s_t.detach() if detach_reset else s_t)
-            i_t = p.alpha_i * keep * i_t + p.beta_i * (s_in[t] @ w.T)
-            v_t = p.alpha_v * keep * v_t + p.beta_v * i_t + p.beta_bias * b
-            s_t = RefSpike.apply(v_t, p.threshold, p.surrogate_scale, p.surrogate_width)
-            if single_spike:
-                s_t = s_t * (1 - fired)
-                fired = fired + s_t.detach()
-            S.append(s_t)
-            V.append(v_t)
-        s_in = torch.stack(S)
-        outs.append((s_in, torch.stack(V)))
+        S, V = autograd_layer(s_in @ w.T, b, p, detach_reset, single_spike)
+        outs.append((S, V))
+        s_in = S
     return outs
