@@ -13,11 +13,11 @@ import torch
 
 def unfolded(synapse, in_shape):
     """The dense matrix ``[N_out, N_in]`` of a linear map on flattened inputs of ``in_shape``
-    (per sample): column k is the map applied to the k-th unit vector."""
+    (per sample): column k is the map applied to the k-th unit vector (differentiable in the
+    map's parameters)."""
     n_in = int(np.prod(in_shape))
     eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
-    with torch.no_grad():
-        cols = synapse(eye).reshape(n_in, -1)
+    cols = synapse(eye).reshape(n_in, -1)
     return cols.T.contiguous()
 
 

@@ -5,12 +5,15 @@ below) and returns a :class:`SpikeOutput`. The neuron constants, the gradient me
 lambdas and ``single_spike`` are part of each layer's state (``state_dict``): loading a state
 into a layer built with other settings is refused with an error that names them.
 
+Layers run in the dtype of their weights: autocast does not change them, on any backend.
+
 Which implementation runs is decided in one place, :func:`antlr_snn.kernels.backend_for`; a
 fully connected layer on a backend that fuses it (numba on the CPU) runs in one piece, every
 other layer as ``synapse -> neuron`` (:mod:`antlr_snn.synapses`, :mod:`antlr_snn.methods`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -90,12 +93,21 @@ def check_spikes(x, rank: int, layout: str, features: Optional[tuple] = None,
     if x.is_complex():
         raise UserError("input spikes must be real, got a complex tensor")
     x = x.to(dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype()))
-    if kernels.checks_enabled():
-        if torch.compiler.is_compiling():  # an opaque operator: no graph break
-            ops.check_spikes(x)
-        else:
-            ops.require_binary(x)
+    if kernels.checks_enabled():  # an opaque operator: no graph break, any transform
+        ops.check_spikes(x)
     return x
+
+
+def _no_autocast(forward):
+    """Run a layer in the dtype of its weights whatever autocast says: the same numbers on
+    every backend (the custom operators are outside autocast's lists anyway)."""
+    @functools.wraps(forward)
+    def wrapped(self, x):
+        s = x.spikes if isinstance(x, SpikeOutput) else x
+        device = s.device.type if isinstance(s, torch.Tensor) else "cpu"
+        with torch.autocast(device, enabled=False):
+            return forward(self, x)
+    return wrapped
 
 
 class _Neurons(nn.Module):
@@ -254,6 +266,7 @@ class LIFLayer(_Neurons):
         rep = f", replicas={self.replicas}" if self.replicas else ""
         return f"{self.in_features}, {self.out_features}, {super().extra_repr()}{rep}"
 
+    @_no_autocast
     def forward(self, x: SpikeInput) -> SpikeOutput:
         rank, layout = (3, "[T, B, N]") if self.replicas is None else (4, "[T, R, B, N]")
         s_in, d_in = self._input(x, rank, layout, (self.in_features,), self.weight.dtype,
@@ -331,6 +344,7 @@ class LIFConv2d(_Neurons):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, {super().extra_repr()}")
 
+    @_no_autocast
     def forward(self, x: SpikeInput) -> SpikeOutput:
         s_in, d_in = self._input(x, 5, "[T, B, C, H, W]", (self.in_channels, None, None),
                                  self.weight.dtype, f"in_channels={self.in_channels}")
@@ -369,6 +383,7 @@ class LIF(_Neurons):
         self.bias = (nn.Parameter(torch.zeros(*bias_shape, **kw)) if bias_shape is not None
                      else None)
 
+    @_no_autocast
     def forward(self, x: SpikeInput) -> SpikeOutput:
         ref = next(iter(self.synapse.parameters()), None)
         dtype = ref.dtype if ref is not None else None
