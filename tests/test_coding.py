@@ -142,3 +142,43 @@ def test_synaptic_operations():
     # sample 0: 3 inputs x 5 hidden + 1 hidden x 2 outputs; sample 1: 2 hidden x 2 outputs
     assert decode.synaptic_operations(x, out).tolist() == [17, 4]
     assert decode.synaptic_operations(x, hid).tolist() == [15, 0]   # one layer: inputs x 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("t_max", [24, 7, 100, 255, 1000])
+def test_latency_code_is_exact_for_every_gray_level(dtype, t_max):
+    """x = k/255 spikes at exactly (t_max (255 - k)) // 255, all 256 levels (float32(1/3) lies
+    above 1/3: a plain floor put 85/255 and 170/255 one step early)."""
+    k = torch.arange(256)
+    x = (k.to(torch.float64) / 255).to(dtype).unsqueeze(0)
+    S = encode.latency(x, num_steps=t_max, t_max=t_max)[:, 0]
+    assert S.sum(0)[0] == 0 and (S.sum(0)[1:] == 1).all()  # 0 never spikes, the rest once
+    steps = S[:, 1:].argmax(0)
+    expected = (t_max * (255 - k[1:])) // 255
+    assert torch.equal(steps, expected.clamp_max(t_max - 1))
+
+
+def test_spike_counts_follow_the_decision():
+    from antlr_snn import decode
+    S_h = torch.zeros(6, 2, 3)
+    S_o = torch.zeros(6, 2, 2)
+    S_h[0, 0, 0] = S_h[4, 0, 1] = S_h[5, 1, 2] = 1
+    S_o[2, 0, 1] = S_o[5, 0, 0] = 1      # sample 0 decides at step 2; sample 1 never
+    out = SpikeOutput(S_o, torch.zeros_like(S_o), torch.zeros_like(S_o),
+                      (SpikeOutput(S_h, S_h * 0, S_h * 0), SpikeOutput(S_o, S_o * 0, S_o * 0)))
+    early = decode.spike_counts(out, "earliest_spike")
+    assert early["total"].tolist() == [4.0, 1.0] and early["to_decision"].tolist() == [2.0, 1.0]
+    most = decode.spike_counts(out, "most_spikes")
+    assert most["to_decision"].tolist() == most["total"].tolist() == [4.0, 1.0]
+    assert most["hidden"].tolist() == [2.0, 1.0] and most["output"].tolist() == [2.0, 0.0]
+    with pytest.raises(ValueError, match="decision must be one of"):
+        decode.spike_counts(out, "latest")
+    conv = SpikeOutput(torch.ones(6, 2, 4, 2, 2), None, None)  # conv layers count too
+    assert decode.spike_counts(SpikeOutput(S_o, S_o, S_o, (conv, SpikeOutput(S_o, S_o, S_o)))
+                               )["hidden"].tolist() == [96.0, 96.0]
+
+
+def test_accuracy_of_an_empty_batch_is_an_error():
+    from antlr_snn import decode
+    with pytest.raises(ValueError, match="empty batch"):
+        decode.accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))

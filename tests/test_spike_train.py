@@ -151,7 +151,13 @@ def test_cli_end_to_end(tmp_path):
         np.testing.assert_allclose(curves[m][-1], s["final_loss_per_trial"], rtol=1e-6)
     # every method starts from the same trials and initial weights
     assert float(rows[1][1]) == float(rows[1][2]) == float(rows[1][3])
-    assert "<" in res["ordering_by_final_loss"] or "=" in res["ordering_by_final_loss"]
+    # the reported ordering lists the methods by their reported mean final loss
+    names = res["ordering_by_final_loss"].replace("=", "<").replace(" ", "").split("<")
+    assert sorted(names) == ["activation", "antlr", "timing"]
+    finals = [res["methods"][m]["final_loss"]["mean"] for m in names]
+    assert finals == sorted(finals)
+    for sep, (a, b) in zip(res["ordering_by_final_loss"].split()[1::2], zip(finals, finals[1:])):
+        assert (sep == "=") == (a == b)
 
 
 @pytest.mark.parametrize("bad", [["--target-spikes", "40", "--steps", "30"],

@@ -51,7 +51,7 @@ class TaskConfig:
     input_spikes: int = 3        # per input neuron (paper)
     target_spikes: int = 1       # per output neuron (paper: 1 or 3)
     tau: float = 5.0             # spike-train loss kernel, in steps (not in the paper)
-    kappa_derivative: str = "continuous"
+    kappa_derivative: str = "central"
     init_scale: float = 3.0      # nn.Linear init times this (not in the paper)
     lr: float = 1e-2             # Adam (not in the paper)
     method_lr: Dict[str, float] = field(default_factory=dict)
@@ -180,7 +180,7 @@ def build_network(cfg: TaskConfig, method: str, init: List[tuple]) -> SpikingNet
 # ----------------------------------------------------------------------------- the loss
 
 def spike_train_loss_per_trial(out, target: torch.Tensor, tau: float,
-                               kappa_derivative: str = "continuous") -> torch.Tensor:
+                               kappa_derivative: str = "central") -> torch.Tensor:
     """:func:`antlr_snn.losses.spike_train_loss` per replica, ``[R]`` (mean over the batch).
 
     Its sum over replicas is ``R * losses.spike_train_loss``, so every replica's gradient is
@@ -395,11 +395,12 @@ def add_task_arguments(p: argparse.ArgumentParser, outputs_default: int = 5) -> 
     a("--hidden", type=int, nargs="+", default=[50, 50], help="hidden layer sizes (paper: 50 50)")
     a("--tau", type=float, default=5.0,
       help="time constant of the spike-train loss kernel exp(-k/tau), in steps (not in the paper)")
-    a("--kappa-derivative", choices=KAPPA_DERIVATIVES, default="continuous",
-      help="how the loss gives dL/dt at output spikes: continuous = exact derivative of the "
-           "continuous-time van Rossum distance; central/backward = Table 1 with a central or "
-           "backward difference for the kernel derivative kappa* (see "
-           "antlr_snn.losses.spike_train_loss). Loss value and dL/dS are the same")
+    a("--kappa-derivative", choices=KAPPA_DERIVATIVES, default="central",
+      help="how the loss gives dL/dt at output spikes: central (default) = Table 1 with the "
+           "central difference, the central slope of the loss itself; backward = the literal "
+           "backward difference; continuous = the derivative of the continuous-time van Rossum "
+           "distance, exp(-1/tau) times smaller (see antlr_snn.losses.spike_train_loss). Loss "
+           "value and dL/dS are the same")
     a("--init-scale", type=float, default=3.0,
       help="initial weights = nn.Linear init (uniform +-1/sqrt(fan_in)) times this (not in the paper)")
     a("--lr", type=float, default=1e-2, help="Adam learning rate (not in the paper)")
