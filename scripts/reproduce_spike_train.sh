@@ -16,11 +16,18 @@ log "spike-train: 1 and 3 target spikes"
 $CMD spike-train --trials 16 --iterations 5000 --target-spikes 1 --quiet --out "$OUT/st-5out-1spike" &
 $CMD spike-train --trials 16 --iterations 5000 --target-spikes 3 --quiet --out "$OUT/st-5out-3spike" &
 wait
-# Table 1's literal backward-difference kappa* instead of the default continuous-time dL/dt;
-# the activation method does not use dL/dt, so its numbers are those of the first run
-log "spike-train: backward-difference kappa*; and the Sec. 3.4 network 10-50-50-1"
+# the other timing gradients of the loss instead of the default central difference: Table 1's
+# literal backward difference and the continuous-time derivative; the activation method does
+# not use dL/dt, so its numbers are those of the first run
+log "spike-train: backward and continuous kappa*, 1 target spike"
 $CMD spike-train --trials 16 --iterations 5000 --kappa-derivative backward --methods antlr,timing \
     --quiet --out "$OUT/st-5out-1spike-backward" &
+$CMD spike-train --trials 16 --iterations 5000 --kappa-derivative continuous --methods antlr,timing \
+    --quiet --out "$OUT/st-5out-1spike-continuous" &
+wait
+log "spike-train: 3 target spikes with the continuous kappa*; the Sec. 3.4 network 10-50-50-1"
+$CMD spike-train --trials 16 --iterations 5000 --target-spikes 3 --kappa-derivative continuous \
+    --methods antlr,timing --quiet --out "$OUT/st-5out-3spike-continuous" &
 $CMD spike-train --trials 16 --iterations 5000 --outputs 1 --quiet --out "$OUT/st-1out-1spike" &
 wait
 
