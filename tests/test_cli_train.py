@@ -221,3 +221,24 @@ def test_evaluate_reads_only_the_idx_test_files(trained, tmp_path, capsys):
     assert res["accuracy"] == pytest.approx(trial["test_accuracy"], abs=0.03)
     in_process(capsys, "evaluate", "--checkpoint", out / "best.pt", "--dataset", "mnist",
                "--data-dir", tmp_path / "nothing", needles=["t10k-images-idx3-ubyte"])
+
+
+@pytest.mark.parametrize("dataset, steps", [("mnist", "30"), ("nmnist-sim", "40")])
+def test_conv_network_trains_and_evaluates(tmp_path, dataset, steps):
+    """--arch conv: LIF convolutions on 1x28x28 images and 2x34x34 events, then evaluate."""
+    out = tmp_path / "conv"
+    proc = cli("train", "--arch", "conv", "--channels", "4", "8", "--dataset", dataset,
+               "--num-steps", steps, "--max-train", "64", "--max-eval", "32", "--epochs", "1",
+               "--quiet", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = common.load_checkpoint(out / "best.pt")
+    types = [l["type"] for l in ckpt["layers"]]
+    assert types == ["Unflatten", "LIFConv2d", "LIFConv2d", "Flatten", "LIFLayer"]
+    shape = (1, 28, 28) if dataset == "mnist" else (2, 34, 34)
+    assert ckpt["layers"][0]["shape"] == list(shape)
+    assert ckpt["state_dict"]["layers.1.weight"].shape == (4, shape[0], 5, 5)
+    res = json.loads((out / "results.json").read_text())
+    assert res["trials"][0]["test_n"] == 32
+    ev = cli("evaluate", "--checkpoint", out / "best.pt", "--max-eval", "32")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout)["accuracy"] == res["trials"][0]["test_accuracy"]
