@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from antlr_snn.checks import is_int, is_number, shown  # noqa: F401 (re-export)
 from antlr_snn.errors import UserError, one_line
 from antlr_snn.layers import SpikingNetwork, describe_spec, network_from_spec
 from antlr_snn.neuron import METHODS
@@ -19,15 +20,6 @@ from antlr_snn.neuron import METHODS
 CHECKPOINT_FORMAT = "antlr-snn/2"
 
 DECISIONS = ("earliest_spike", "most_spikes")
-
-
-def is_int(v, low=None) -> bool:
-    """An int (not a bool), at least ``low`` when given."""
-    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
-
-
-def is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # what each use of a checkpoint needs: key -> (test, what it must be)
@@ -63,12 +55,6 @@ _RESUME_KEYS = {
     "rng": (lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v),
             "the random number generator states"),
 }
-
-
-def shown(v) -> str:
-    """``repr(v)`` on one line, cut to 60 characters (for error messages)."""
-    text = " ".join(repr(v).split())
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_checkpoint(ckpt: dict, path: str, spec=None, use: str = "evaluate") -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from antlr_snn import kernels, methods
+from antlr_snn.checks import is_int
 from antlr_snn.errors import UserError
 from antlr_snn.kernels import ops
 from antlr_snn.neuron import METHODS, LIFParameters, method_config
@@ -194,9 +195,9 @@ class _Neurons(nn.Module):
 
 
 def _positive_int(name: str, n, extra: str = "") -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not is_int(n, 1):
         raise UserError(f"{name} must be a positive integer{extra}, got {n!r}")
-    return n
+    return int(n)
 
 
 def _float_dtype(dtype):
@@ -284,9 +285,8 @@ class LIFLayer(_Neurons):
 
 
 def _pair(v, name: str) -> tuple:
-    v = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
-    if len(v) != 2 or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0
-                              for a in v):
+    v = (v, v) if is_int(v) else tuple(v)
+    if len(v) != 2 or not all(is_int(a, 0) for a in v):
         raise UserError(f"{name} must be an int or a pair of ints >= 0, got {v!r}")
     return v
 

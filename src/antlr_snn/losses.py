@@ -19,11 +19,11 @@ over no samples is undefined); ``spike_train_loss(..., reduction="none")`` retur
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from antlr_snn import kernels
+from antlr_snn.checks import check_number
 from antlr_snn.errors import UserError
 
 __all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike_loss",
@@ -45,10 +45,7 @@ def _batch_shape(out, mean: bool = True) -> tuple:
 
 def _check_number(name: str, value, positive: bool = False) -> None:
     """``value`` is a finite real number, > 0 if ``positive`` else >= 0."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or (value <= 0 if positive else value < 0)):
-        raise UserError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
-                         f"got {value!r}")
+    check_number(name, value, minimum=0, strict=positive)
 
 
 def _require_channel(out, loss: str, channel: str) -> None:
@@ -121,9 +118,7 @@ def exponential_kernel(num_steps: int, tau: float, dtype=torch.float32, device=N
 
 
 def _check_tau(tau) -> None:
-    if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and tau > 0
-            and math.isfinite(tau)):
-        raise UserError(f"tau must be a finite number > 0, got {tau!r}")
+    check_number("tau", tau, minimum=0, strict=True)
 
 
 def exponential_filter(x: torch.Tensor, tau: float, reverse: bool = False,

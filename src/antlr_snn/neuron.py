@@ -21,11 +21,11 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
 
+from antlr_snn.checks import is_real
 from antlr_snn.errors import UserError
 
 __all__ = ["LIFParameters", "MethodConfig", "METHODS", "EPS_DERIVATIVES", "method_config",
@@ -61,10 +61,6 @@ def default_beta_v(alpha_v: float, alpha_i: float) -> float:
     return float(1.0 / eps_raw(alpha_v, alpha_i, horizon).max())
 
 
-def _is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 class LIFParameters(NamedTuple):
     """Constants of Eq. 1-3 and of the surrogate derivative; all plain floats.
 
@@ -87,7 +83,7 @@ class LIFParameters(NamedTuple):
                threshold=1.0, surrogate_scale=1.0, surrogate_width=3.0, vstar_min=1e-2):
         """Validated parameters; ``beta_v``/``beta_bias`` of ``None`` mean ``default_beta_v``."""
         for name, a in (("alpha_v", alpha_v), ("alpha_i", alpha_i)):
-            if not (_is_real(a) and 0.0 < a <= 1.0):
+            if not (is_real(a) and 0.0 < a <= 1.0):
                 raise UserError(f"{name} must lie in (0, 1], got {a!r}")
         beta_default = default_beta_v(float(alpha_v), float(alpha_i))
         beta_v = beta_default if beta_v is None else beta_v
@@ -96,9 +92,9 @@ class LIFParameters(NamedTuple):
                   ("threshold", threshold), ("surrogate_width", surrogate_width),
                   ("vstar_min", vstar_min))
         for name, value in checks:
-            if not (_is_real(value) and value > 0):
+            if not (is_real(value) and value > 0):
                 raise UserError(f"{name} must be a finite number > 0, got {value!r}")
-        if not (_is_real(surrogate_scale) and surrogate_scale >= 0):
+        if not (is_real(surrogate_scale) and surrogate_scale >= 0):
             raise UserError(f"surrogate_scale must be a finite number >= 0, got {surrogate_scale!r}")
         return cls(float(alpha_v), float(alpha_i), float(beta_v), float(beta_i), float(beta_bias),
                    float(threshold), float(surrogate_scale), float(surrogate_width), float(vstar_min))
@@ -136,7 +132,7 @@ def method_config(method: str = "antlr", lambda_act: float = 1.0, lambda_tim: fl
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     for name, lam in (("lambda_act", lambda_act), ("lambda_tim", lambda_tim)):
-        if not (_is_real(lam) and lam >= 0):
+        if not (is_real(lam) and lam >= 0):
             raise UserError(f"{name} must be a finite number >= 0, got {lam!r}")
     if not isinstance(single_spike, bool):
         raise UserError(f"single_spike must be a bool, got {single_spike!r}")

@@ -36,7 +36,7 @@ import os
 
 from torch.utils.data import Subset
 
-from ._checks import check_int
+from antlr_snn.checks import check_int
 from .idx import read_idx
 from .mnist import (FASHION_MNIST_DIR, load_embedded_mnist, load_fashion_mnist, load_idx_dataset,
                     load_idx_split)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_int
+from antlr_snn.checks import check_int
 from antlr_snn.errors import UserError
 
 __all__ = ["time_major", "event_loader"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_int, check_positive_float
+from antlr_snn.checks import check_int, check_number
 from ._tonic import require_tonic
 from antlr_snn.errors import DataNotFound, UserError
 
@@ -88,7 +88,7 @@ def events_to_frames(events: np.ndarray, num_steps: int = 300,
     (torch.Size([300, 2312]), 1, 1)
     """
     num_steps = check_int("num_steps", num_steps)
-    window_us = check_positive_float("window_ms", window_ms) * 1000.0
+    window_us = check_number("window_ms", window_ms, minimum=0, strict=True) * 1000.0
     t = events["t"]
     keep = t < window_us
     # float64 is exact here: t * num_steps < 2**53 for 23-bit timestamps.
@@ -186,7 +186,7 @@ class NMNIST(Dataset):
         self.root = os.fspath(root)
         self.split = split
         self.num_steps = check_int("num_steps", num_steps)
-        self.window_ms = check_positive_float("window_ms", window_ms)
+        self.window_ms = check_number("window_ms", window_ms, minimum=0, strict=True)
         self.files, self.labels = list_nmnist_files(self.root, split)
 
     def __len__(self) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_int, check_positive_float
+from antlr_snn.checks import check_int, check_number
 from .mnist import load_embedded_mnist
 from .nmnist import EVENT_DTYPE, SIZE, events_to_frames
 
@@ -94,7 +94,7 @@ def simulate_events(image: np.ndarray, rng: np.random.Generator,
     >>> bool((ev["p"] == 1).any() and (ev["p"] == 0).any()), int(ev["t"].max()) < 300_000
     (True, True)
     """
-    threshold = check_positive_float("threshold", threshold)
+    threshold = check_number("threshold", threshold, minimum=0, strict=True)
     my, mx_t = _path_matrices()
     frames = my @ place_digit(image) @ mx_t  # = render_frames(canvas, path offsets)
     log_i = np.log(frames + LOG_EPS)
@@ -131,9 +131,9 @@ class SimulatedNMNIST(Dataset):
     def __init__(self, split: str = "train", num_steps: int = 300, window_ms: float = 300.0,
                  seed: int = 0, threshold: float = 0.25):
         self.num_steps = check_int("num_steps", num_steps)
-        self.window_ms = check_positive_float("window_ms", window_ms)
+        self.window_ms = check_number("window_ms", window_ms, minimum=0, strict=True)
         self.seed = check_int("seed", seed, minimum=0)
-        self.threshold = check_positive_float("threshold", threshold)
+        self.threshold = check_number("threshold", threshold, minimum=0, strict=True)
         images, labels = load_embedded_mnist(split, self.seed)
         self.images = images.numpy()
         self.labels = labels.tolist()

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ._checks import check_int
+from antlr_snn.checks import check_int
 from ._tonic import require_tonic
 from .holdout import class_tail
 from .nmnist import _bin_problem, list_nmnist_files
