@@ -142,14 +142,14 @@ def test_checkpoint_errors(trained, tmp_path, capsys):
     out, _ = trained
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
-    in_process(capsys, "evaluate", "--checkpoint", bad, needles=["not a readable checkpoint"])
+    in_process(capsys, "evaluate", "--checkpoint", bad, needles=["not an antlr-snn checkpoint"])
     in_process(capsys, "evaluate", "--checkpoint", tmp_path / "none.pt", needles=["not found"])
     in_process(capsys, "evaluate", "--checkpoint", out / "best.pt", "--dataset", "nmnist-sim",
                "--max-eval", "2", needles=["784 inputs", "2312"])
     # a checkpoint whose weights do not fit the sizes it claims
     ckpt = common.load_checkpoint(out / "best.pt")
     ckpt["sizes"] = [784, 50, 10]
-    torch.save(ckpt, tmp_path / "other.pt")
+    common.save_checkpoint(tmp_path / "other.pt", ckpt)
     in_process(capsys, "evaluate", "--checkpoint", tmp_path / "other.pt", needles=["do not fit"])
     # resuming with another network size, or a run without a checkpoint to resume
     in_process(capsys, "train", *TINY, "--hidden", "50", "--resume", "--out", out,
