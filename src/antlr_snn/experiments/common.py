@@ -51,3 +51,46 @@ def mean_std(values: Sequence[float]) -> dict:
     arr = np.asarray(vals, dtype=np.float64)
     std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
     return {"mean": float(arr.mean()), "std": std, "n": len(arr)}
+
+
+COMPILING = "compiling the CPU kernels (first run only, about 10-20 s)..."
+
+
+def warm_up_kernels(methods, in_features: int, replicas=None, device: str = "cpu",
+                    announce: bool = True, after: float = 2.0, command: str = "antlr-snn") -> bool:
+    """One tiny training step per method, so that numba compiles the CPU kernels (or loads
+    them from its cache) now and not silently inside the first real step.
+
+    When that takes longer than ``after`` seconds (a cold cache: 10-20 s on 2 cores), it says
+    so on stderr while it happens. Returns whether the compiled kernels apply at all (not on
+    CUDA, nor with ``ANTLR_SNN_KERNELS=reference`` or without numba).
+    """
+    import sys
+    import threading
+
+    import torch
+
+    from antlr_snn import kernels
+    from antlr_snn.layers import SpikingNetwork
+    if not str(device).startswith("cpu") or kernels.get_backend() != "auto" \
+            or not kernels.fast_available():
+        return False
+    timer = threading.Timer(after, lambda: print(f"{command}: {COMPILING}", file=sys.stderr,
+                                                 flush=True))
+    timer.daemon = True
+    if announce:
+        timer.start()
+    try:
+        gen = torch.Generator().manual_seed(0)
+        lead = () if replicas is None else (2,)
+        for method in methods:
+            net = SpikingNetwork([in_features, 4, 3], method=method,
+                                 replicas=None if replicas is None else 2)
+            x = (torch.rand(8, *lead, 2, in_features, generator=gen) < 0.05).float()
+            out = net(x)
+            (out.spikes.sum() + (out.spikes * out.shift).sum()).backward()
+            with torch.no_grad():
+                net(x)
+    finally:
+        timer.cancel()
+    return True
