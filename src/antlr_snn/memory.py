@@ -12,9 +12,9 @@ at least the measured peak and at most about 1.5 times it. A new kind of layer n
 Example:
     >>> layers = dense_layers([784, 800, 10])
     >>> round(step_memory(100, 16, layers, "antlr") / 2 ** 20, 1)   # MiB
-    54.0
+    58.8
     >>> round(step_memory(100, 256, layers, train=False) / 2 ** 20, 1)
-    355.2
+    343.3
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import os
 from typing import NamedTuple, Optional, Sequence
 
 __all__ = ["LayerShape", "dense_layers", "step_memory", "available_memory", "check_fits",
-           "TRAIN_TENSORS", "EVAL_TENSORS", "PARAM_COPIES", "RESERVE", "format_bytes"]
+           "TRAIN_TENSORS", "EVAL_TENSORS", "REPLICA_EXTRA", "BROADCAST_COPIES", "PARAM_COPIES",
+           "RESERVE", "format_bytes", "local_processes"]
 
 
 class LayerShape(NamedTuple):
@@ -42,9 +43,14 @@ def dense_layers(sizes: Sequence[int]) -> list:
 
 #: ``[T, B, N]`` tensors alive at the peak of a training step: per input feature of the
 #: network and per neuron of every layer, by method (measured; see the module docstring).
-TRAIN_TENSORS = {"input": 1.5, "antlr": 7.5, "activation": 7.5, "timing": 7.5, "bptt": 7.5}
+TRAIN_TENSORS = {"input": 2.0, "antlr": 8.0, "activation": 8.0, "timing": 8.0, "bptt": 8.0}
+#: Replica networks (``replicas=R``, one sample each) hold about this many more per neuron.
+REPLICA_EXTRA = 0.5
+#: The copy torch.matmul makes of replica weights expanded over time (see step_memory),
+#: with its workspace.
+BROADCAST_COPIES = 1.1
 #: The same for a forward pass without gradients (validation and test).
-EVAL_TENSORS = {"input": 1.25, "neuron": 3.25}
+EVAL_TENSORS = {"input": 1.25, "neuron": 3.1}
 #: Copies of the parameters while training: weights, gradients, Adam's two moments.
 PARAM_COPIES = 4
 #: Kept free beyond the estimate: the interpreter, the kernels' compilation, the allocator.
@@ -69,6 +75,8 @@ def step_memory(num_steps: int, batch: int, layers: Sequence[LayerShape], method
                           + EVAL_TENSORS["neuron"] * sum(layer.neurons for layer in layers))
         return int(math.ceil((numbers + params) * itemsize))
     per_neuron = TRAIN_TENSORS.get(method, max(TRAIN_TENSORS.values()))
+    if replicas is not None:
+        per_neuron += REPLICA_EXTRA
     numbers = rows * (TRAIN_TENSORS["input"] * layers[0].inputs
                       + per_neuron * sum(layer.neurons for layer in layers))
     numbers += PARAM_COPIES * params
@@ -78,7 +86,8 @@ def step_memory(num_steps: int, batch: int, layers: Sequence[LayerShape], method
         # compiled kernels' NARROW_LAYER, and for every layer off the compiled path)
         from antlr_snn import kernels
         narrow = getattr(kernels, "NARROW_LAYER", 64)
-        numbers += max((num_steps * copies * layer.inputs * layer.neurons for layer in layers[1:]
+        numbers += BROADCAST_COPIES * max((num_steps * copies * layer.inputs * layer.neurons
+                                           for layer in layers[1:]
                         if layer.dense and (layer.neurons > narrow or not compiled)),
                        default=0)
     return int(math.ceil(numbers * itemsize))

@@ -487,12 +487,14 @@ def start_writing(folder, outputs) -> None:
 def memory_needed(cfg: TaskConfig, methods, trials: int, iterations: int,
                   log_every: int) -> int:
     """Peak bytes of a run: the largest training step over ``methods`` with ``trials``
-    replicas (:func:`antlr_snn.memory.step_memory`) and every method's loss curves."""
+    replicas (:func:`antlr_snn.memory.step_memory`), the trials' patterns and initial weights
+    (made one by one, then stacked: twice) and every method's loss curves."""
     from antlr_snn import memory
     layers = memory.dense_layers(cfg.sizes)
     step = max(memory.step_memory(cfg.num_steps, 1, layers, m, replicas=trials) for m in methods)
-    curves = (iterations // log_every + 2) * trials * 4 * len(methods)
-    return step + curves
+    per_trial = cfg.num_steps * (cfg.inputs + cfg.outputs) + sum(la.params for la in layers)
+    curves = (iterations // log_every + 2) * trials * len(methods)
+    return step + 4 * (2 * trials * per_trial + curves)
 
 
 def check_memory(cfg: TaskConfig, args) -> None:
