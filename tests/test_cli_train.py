@@ -45,6 +45,8 @@ def test_train_writes_every_result_file(trained):
                  "results.json"):
         assert (out / name).is_file(), name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "result.json").exists()  # one results file, not two side by side
+    assert proc.stdout.splitlines()[0] == f"run folder: {out}"
     lines = (out / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in records] == [1, 2]
