@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from antlr_snn.experiments import common
 from antlr_snn.experiments import spike_train as st

@@ -1,4 +1,4 @@
-"""Helpers shared by the experiment subcommands: figures, devices, summaries.
+"""Helpers shared by the experiment subcommands: figures, summaries, run folders, kernels.
 
 The crash-safe file helpers live in :mod:`antlr_snn.files` and the error helpers in
 :mod:`antlr_snn.errors` (the library uses them too); they are re-exported here for the
@@ -25,7 +25,7 @@ from antlr_snn.files import (JsonlLog, atomic_write_bytes, atomic_write_json,  #
                              set_rng_state, to_jsonable, write_csv)
 from antlr_snn.training import progress  # noqa: F401 (re-export)
 
-__all__ = ["save_figure", "mean_std"]
+__all__ = ["save_figure", "mean_std", "run_folder", "start_writing", "warm_up_kernels"]
 
 
 def save_figure(fig, path: str, dpi: int = 120, close: bool = True) -> None:
@@ -94,3 +94,26 @@ def warm_up_kernels(methods, in_features: int, replicas=None, device: str = "cpu
     finally:
         timer.cancel()
     return True
+
+
+def holds_run(outputs):
+    """``holds_run(folder)``: the folder holds a file of ``outputs``."""
+    return lambda folder: any(os.path.exists(os.path.join(folder, f)) for f in outputs)
+
+
+def run_folder(args, prefix: str, outputs, command: str):
+    """The :class:`~antlr_snn.rundir.RunFolder` of ``--out`` (automatic name without), to be
+    opened and locked by ``with``; a folder holding a run is refused unless ``--overwrite``."""
+    from antlr_snn.rundir import RunFolder
+    return RunFolder(args.out, prefix, holds_run=holds_run(outputs), overwrite=args.overwrite,
+                     command=command,
+                     replace_hint="pass --overwrite to replace it or choose another --out")
+
+
+def start_writing(folder, outputs) -> None:
+    """Commit the run folder; with ``--overwrite`` the old run's files go first, so that the
+    folder never mixes two runs."""
+    for name in outputs:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder.path, name))
+    folder.commit()

@@ -317,9 +317,9 @@ def run(args) -> int:
     cfg.validate()
     st.set_threads(args.threads)
     check_memory(cfg, args)  # before anything is made: a run that cannot fit is no run
-    folder = st.run_folder(args, "runs/landscape", OUTPUTS, "antlr-snn landscape")
+    folder = common.run_folder(args, "runs/landscape", OUTPUTS, "antlr-snn landscape")
     with folder:
-        st.start_writing(folder, OUTPUTS)
+        common.start_writing(folder, OUTPUTS)
         common.warm_up_kernels(sorted({"antlr", *args.methods}), cfg.inputs, replicas=1,
                                announce=not args.quiet, command="antlr-snn landscape")
         return _run(args, cfg, folder.path, t0, n, span_arg)

@@ -17,7 +17,6 @@ per trial; fraction of trials at zero loss). See docs/experiments-spike-train.md
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import math
 import os
@@ -461,29 +460,6 @@ def set_threads(n: int) -> None:
 OUTPUTS = ("curve.csv", "curves.npz", "loss_curve.png", "results.json")
 
 
-def holds_run(outputs):
-    """``holds_run(folder)``: the folder holds a file of ``outputs``."""
-    return lambda folder: any(os.path.exists(os.path.join(folder, f)) for f in outputs)
-
-
-def run_folder(args, prefix: str, outputs, command: str):
-    """The :class:`~antlr_snn.rundir.RunFolder` of ``--out`` (automatic name without), to be
-    opened and locked by ``with``; a folder holding a run is refused unless ``--overwrite``."""
-    from antlr_snn.rundir import RunFolder
-    return RunFolder(args.out, prefix, holds_run=holds_run(outputs), overwrite=args.overwrite,
-                     command=command,
-                     replace_hint="pass --overwrite to replace it or choose another --out")
-
-
-def start_writing(folder, outputs) -> None:
-    """Commit the run folder; with ``--overwrite`` the old run's files go first, so that the
-    folder never mixes two runs."""
-    for name in outputs:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(folder.path, name))
-    folder.commit()
-
-
 def memory_needed(cfg: TaskConfig, methods, trials: int, iterations: int,
                   log_every: int) -> int:
     """Peak bytes of a run: the largest training step over ``methods`` with ``trials``
@@ -516,14 +492,14 @@ def run(args) -> int:
     if args.log_every < 1:
         raise UserError(f"--log-every must be >= 1, got {args.log_every}")
     check_memory(cfg, args)  # before anything is made: a run that cannot fit is no run
-    folder = run_folder(args, "runs/spike-train", OUTPUTS, "antlr-snn spike-train")
+    folder = common.run_folder(args, "runs/spike-train", OUTPUTS, "antlr-snn spike-train")
     with folder:
         out = folder.path
         args_dict = {k: v for k, v in vars(args).items() if not k.startswith("_")}
         args_dict["method_lr"] = dict(args_dict.get("method_lr") or [])
         args_dict["out"] = out
         problem = make_problem(cfg, range(args.trials))
-        start_writing(folder, OUTPUTS)
+        common.start_writing(folder, OUTPUTS)
         common.warm_up_kernels(args.methods, cfg.inputs, replicas=args.trials,
                                announce=not args.quiet, command="antlr-snn spike-train")
         t0 = time.time()
