@@ -103,7 +103,7 @@ def _damaged(run_dir, tmp_path, change, name="best.pt"):
     ckpt = common.load_checkpoint(run_dir / name)
     change(ckpt)
     path = tmp_path / name
-    torch.save(ckpt, path)
+    common.save_checkpoint(path, ckpt)  # with a valid checksum: the keys are what is wrong
     return path
 
 
@@ -239,7 +239,7 @@ def _unfinish(run_dir, metrics_text):
     ckpt = common.load_checkpoint(run_dir / "checkpoint.pt")
     ckpt["state"].update(finished=False, result=None,
                          metrics_bytes=len(metrics_text.encode()))
-    torch.save(ckpt, run_dir / "checkpoint.pt")
+    common.save_checkpoint(run_dir / "checkpoint.pt", ckpt)
 
 
 @pytest.mark.parametrize("bad_line, needles", [

@@ -45,6 +45,8 @@ def test_train_writes_every_result_file(trained):
                  "results.json"):
         assert (out / name).is_file(), name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "result.json").exists()  # one results file, not two side by side
+    assert proc.stdout.splitlines()[0] == f"run folder: {out}"
     lines = (out / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -146,19 +148,19 @@ def test_checkpoint_errors(trained, tmp_path, capsys):
     out, _ = trained
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
-    in_process(capsys, "evaluate", "--checkpoint", bad, needles=["not a readable checkpoint"])
+    in_process(capsys, "evaluate", "--checkpoint", bad, needles=["not an antlr-snn checkpoint"])
     in_process(capsys, "evaluate", "--checkpoint", tmp_path / "none.pt", needles=["not found"])
     in_process(capsys, "evaluate", "--checkpoint", out / "best.pt", "--dataset", "nmnist-sim",
                "--max-eval", "2", needles=["784 inputs", "2312"])
     # a checkpoint whose weights do not fit the sizes it claims
     ckpt = common.load_checkpoint(out / "best.pt")
     ckpt["layers"][0]["out_features"] = ckpt["layers"][1]["in_features"] = 50
-    torch.save(ckpt, tmp_path / "other.pt")
+    common.save_checkpoint(tmp_path / "other.pt", ckpt)
     in_process(capsys, "evaluate", "--checkpoint", tmp_path / "other.pt", needles=["do not fit"])
     # a checkpoint whose layer settings disagree with the settings saved with its weights
     ckpt = common.load_checkpoint(out / "best.pt")
     ckpt["layers"][1]["neuron"]["threshold"] = 0.5
-    torch.save(ckpt, tmp_path / "settings.pt")
+    common.save_checkpoint(tmp_path / "settings.pt", ckpt)
     in_process(capsys, "evaluate", "--checkpoint", tmp_path / "settings.pt",
                needles=["other neuron settings", "threshold=1.0 (this layer: 0.5)"])
     # resuming with another network size, or a run without a checkpoint to resume

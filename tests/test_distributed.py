@@ -72,7 +72,9 @@ def test_trials_are_spread_over_ranks_and_gathered(tmp_path):
     for t in trials:
         d = out / f"trial-{t['trial']}"
         assert len(common.read_jsonl(d / "metrics.jsonl")) == 1
-        assert json.loads((d / "result.json").read_text())["test_accuracy"] == t["test_accuracy"]
+        trial_res = json.loads((d / "results.json").read_text())  # the trial's own results
+        assert trial_res["trials"] == [t] and trial_res["test_accuracy"]["mean"] == t["test_accuracy"]
+        assert not (d / "result.json").exists()
     accs = [t["test_accuracy"] for t in trials]
     assert res["test_accuracy"]["mean"] == pytest.approx(sum(accs) / 2)
     assert res["test_accuracy"]["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)

@@ -58,6 +58,11 @@ def user_message(exc: BaseException):
             return None
         detail = "" if reason == "out of memory" else f" ({reason})"
         return f"out of memory{detail}; use a smaller network, batch or number of time steps"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" to write {exc.filename}" if exc.filename else ""
+        what = "no space left on the device" if exc.errno == errno.ENOSPC else \
+            "no space left in the disk quota"
+        return f"{what}{where}; the files written before are intact (free some space and rerun)"
     if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
         msg = one_line(exc)
         if exc.filename and str(exc.filename) not in msg:
@@ -74,8 +79,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except KeyboardInterrupt:
-        print("antlr-snn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a run's Interrupted says where it is and how to go on
+        print(f"antlr-snn {args.command}: {one_line(exc) if str(exc) else 'interrupted'}",
+              file=sys.stderr)
         return 130
     except Exception as exc:
         msg = user_message(exc)

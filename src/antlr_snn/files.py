@@ -5,6 +5,13 @@ folder, which is flushed and fsync'ed, then renamed over the target, and the fol
 A reader (or a run killed at any instant, or a full disk) therefore sees either the old complete
 file or the new complete file, never a torn one. Append-only logs (:class:`JsonlLog`) write each
 line with a single ``write`` followed by ``fsync``, and can be truncated back to a known size.
+A failed write (a full disk, an I/O error) raises an ``OSError`` whose ``filename`` is the file
+that was being written, and leaves that file as it was.
+
+Checkpoints carry a SHA-256 of their content (:func:`save_checkpoint`): the ``torch.save``
+bytes followed by one trailer line ``antlr-snn-sha256:<64 hex digits>``. ``torch.load`` reads
+such a file as it is (it ignores what follows the zip archive); :func:`load_checkpoint`
+verifies the checksum first and refuses a damaged file with one line.
 
 Example:
     >>> import os, tempfile
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -36,8 +44,8 @@ from antlr_snn.errors import DataNotFound, UserError
 
 __all__ = ["fsync_dir", "atomic_writer", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "write_csv", "to_jsonable", "JsonlLog", "read_jsonl",
-           "ensure_writable_dir", "save_checkpoint", "load_checkpoint", "rng_state",
-           "set_rng_state"]
+           "ensure_writable_dir", "save_checkpoint", "load_checkpoint", "checkpoint_bytes",
+           "verified_payload", "rng_state", "set_rng_state"]
 
 
 def fsync_dir(path: str) -> None:
@@ -60,17 +68,27 @@ def _umask() -> int:
     return mask
 
 
+def _naming(exc: OSError, path: str) -> OSError:
+    """``exc`` with ``filename`` set to ``path`` (a failed ``write`` or ``fsync`` names no file)."""
+    if exc.filename is None and exc.errno is not None:
+        return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), path)
+    return exc
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: str = "wb"):
     """Context manager yielding a file that replaces ``path`` atomically on a clean exit.
 
     On an exception (a full disk, a failed serialisation) the temporary file is removed and
-    ``path`` keeps its previous content.
+    ``path`` keeps its previous content; an ``OSError`` of the write names ``path``.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, mode) as fh:
@@ -78,9 +96,11 @@ def atomic_writer(path: str, mode: str = "wb"):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
     fsync_dir(folder)
 
@@ -144,14 +164,25 @@ class JsonlLog:
         self.path = os.fspath(path)
 
     def append(self, record: dict) -> None:
+        """Append one line; on a failed write (a full disk) the file is cut back to what it
+        held before, so no partial line is left, and the ``OSError`` names the file."""
         data = (json.dumps(to_jsonable(record), allow_nan=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(data)
-            while view:  # one write in practice; loop only on a short write
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _naming(exc, self.path) from None
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:  # one write in practice; loop only on a short write
+                    n = os.write(fd, view)
+                    view = view[n:]
+                os.fsync(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, before)  # shrinking needs no space
+                raise _naming(exc, self.path) from None
         finally:
             os.close(fd)
 
@@ -220,26 +251,83 @@ def ensure_writable_dir(path: str) -> str:
     return path
 
 
+_TRAILER = b"antlr-snn-sha256:"
+TRAILER_LEN = len(_TRAILER) + 64 + 1  # the tag, 64 hex digits, a newline
+
+
+def checkpoint_bytes(obj: dict) -> bytes:
+    """The bytes :func:`save_checkpoint` writes: ``torch.save(obj)`` and its checksum line.
+
+    >>> data = checkpoint_bytes({"step": 3})
+    >>> data[-82:-65]
+    b'antlr-snn-sha256:'
+    >>> torch.load(io.BytesIO(verified_payload(data, "x.pt")), weights_only=True)
+    {'step': 3}
+    """
+    buf = io.BytesIO()  # in memory first: torch's zip writer hides ENOSPC in a RuntimeError
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    return payload + _TRAILER + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n"
+
+
 def save_checkpoint(path: str, obj: dict) -> None:
-    """``torch.save`` to ``path`` atomically: a crash leaves the previous checkpoint intact."""
-    with atomic_writer(path, "wb") as fh:
-        torch.save(obj, fh)
+    """``torch.save`` to ``path`` atomically, with a SHA-256 of the content (module
+    docstring): a crash or a full disk leaves the previous checkpoint intact."""
+    atomic_write_bytes(path, checkpoint_bytes(obj))
+
+
+def _not_ours(data: bytes, path: str) -> UserError:
+    """The error for a file that does not end with our checksum line, saying what it seems."""
+    if not data:
+        return UserError(f"{path} is an empty file, not an antlr-snn checkpoint")
+    if data[:4] == b"PK\x03\x04":
+        return UserError(f"{path} has no antlr-snn checksum: it was cut short, or written by "
+                         f"other software (antlr-snn checkpoints end with a SHA-256 line)")
+    if data[:64].lstrip()[:1] in (b"{", b"["):
+        return UserError(f"{path} is a JSON file, not an antlr-snn checkpoint")
+    if data[:1] == b"\x80":
+        return UserError(f"{path} is a Python pickle, not an antlr-snn checkpoint")
+    return UserError(f"{path} is not an antlr-snn checkpoint")
+
+
+def verified_payload(data: bytes, path: str) -> bytes:
+    """The ``torch.save`` bytes of a checkpoint file's content ``data``, after checking its
+    SHA-256 line; a one-line :class:`UserError` naming ``path`` for anything else.
+
+    >>> verified_payload(b'{"a": 1}', "run/best.pt")
+    Traceback (most recent call last):
+    antlr_snn.errors.UserError: run/best.pt is a JSON file, not an antlr-snn checkpoint
+    """
+    tail = data[-TRAILER_LEN:]
+    if len(data) < TRAILER_LEN or not tail.startswith(_TRAILER) or not tail.endswith(b"\n"):
+        raise _not_ours(data, path)
+    payload, digest = data[:-TRAILER_LEN], tail[len(_TRAILER):-1]
+    if hashlib.sha256(payload).hexdigest().encode("ascii") != digest:
+        raise UserError(f"{path} is damaged: its content does not match the SHA-256 checksum it "
+                        f"was written with; use another checkpoint or rerun")
+    return payload
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain types only)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain types only),
+    after verifying its checksum; one-line errors of our own for damaged or foreign files."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not a checkpoint file (give the best.pt or "
+                         f"checkpoint.pt inside it)")
     if not os.path.exists(path):
         raise DataNotFound(f"checkpoint {path} not found")
+    with open(path, "rb") as fh:  # a permission error stays an OSError (one line in the CLI)
+        data = fh.read()
+    payload = verified_payload(data, path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
-    except Exception as exc:  # truncated files, foreign pickles, non-tensor payloads
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{path} is not a readable checkpoint ({first[:160]})") from None
+        obj = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # an intact file of ours whose objects torch will not load safely
+        raise UserError(f"{path} holds objects other than tensors and plain types "
+                         f"({type(exc).__name__}); antlr-snn does not load such files") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{path} is not an antlr-snn checkpoint")
+        raise UserError(f"{path} is not an antlr-snn checkpoint (it holds a "
+                         f"{type(obj).__name__}, not a dict)")
     return obj
 
 

@@ -48,9 +48,13 @@ class Dense(Synapse):
         self.weight = weight
 
     def __call__(self, s):
+        if self.weight.dim() == 3:  # replicas: no copy of W per step (matmul would expand it)
+            return torch.einsum("trbk,rnk->trbn", s, self.weight)
         return torch.matmul(s, self.weight.transpose(-1, -2))
 
     def transpose(self, g, s_shape):
+        if self.weight.dim() == 3:
+            return torch.einsum("trbn,rnk->trbk", g, self.weight)
         return torch.matmul(g, self.weight)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from antlr_snn import decode, encode, layers, losses
-from antlr_snn import files
+from antlr_snn import files, memory
 from antlr_snn.data import EVENT_DATASETS  # noqa: F401 (re-export)
 from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
 from antlr_snn.distributed import Runtime, all_sum, from_lead
@@ -191,32 +191,36 @@ def build_network(cfg: "TrainConfig", in_features: int, device: str = "cpu",
 
 
 def check_network_fits(cfg: TrainConfig, in_features: int, device: str = "cpu",
-                       num_classes: int = 10) -> None:
-    """Fail early (before a run folder is written) when the network cannot be trained here.
+                       world: int = 1, num_classes: int = 10) -> None:
+    """Fail early (before a run folder is written) when the run cannot be trained here.
 
-    Training holds four copies of the parameters (weights, gradients, two Adam moments); on
-    the CPU that must fit in the available memory, and the network itself must be allocatable.
+    The estimate (:func:`training_memory`) covers the parameters with their gradients and
+    Adam's moments and the peak of a training step and of an evaluation batch; with it (and
+    :data:`antlr_snn.memory.RESERVE`) the run must fit in the available memory. The network
+    itself must also be allocatable.
     """
-    spec = architecture(cfg, in_features, num_classes)
-    params = layers.network_from_spec(spec, device="meta").num_parameters()  # no memory
-    need, avail = 4 * 4 * params, _available_memory() if device == "cpu" else None
-    if avail is not None and need > avail:
-        raise MemoryError(f"not enough memory for the {describe_spec(spec)} network "
-                          f"(training needs about {need / 2 ** 30:.1f} GiB, "
-                          f"{avail / 2 ** 30:.1f} GiB available); use smaller --hidden sizes")
+    need, what = training_memory(cfg, in_features, device, world, num_classes)
+    memory.check_fits(need, device, what,
+                      "use a smaller --batch-size, --num-steps or --hidden",
+                      memory.local_processes() if device == "cpu" else 1)
     build_network(cfg, in_features, device, num_classes)  # allocated and dropped: it fits
 
 
-def _available_memory() -> Optional[int]:
-    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or ``None``."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def training_memory(cfg: TrainConfig, in_features: int, device: str = "cpu",
+                    world: int = 1, num_classes: int = 10) -> tuple:
+    """``(bytes, description)``: the estimated peak memory of one process of the run, the
+    larger of a training step (its share of the global batch under DDP) and an evaluation
+    batch (:func:`antlr_snn.memory.step_memory`)."""
+    spec = architecture(cfg, in_features, num_classes)
+    layers = memory.spec_layers(spec, in_features)
+    local = -(-cfg.batch_size // world) if world > 1 and cfg.trials == 1 else cfg.batch_size
+    compiled = device == "cpu"
+    train = memory.step_memory(cfg.num_steps, local, layers, cfg.method, compiled=compiled)
+    evaluation = memory.step_memory(cfg.num_steps, EVAL_BATCH[cfg.dataset not in EVENT_DATASETS],
+                                    layers, train=False, compiled=compiled)
+    what = (f"training the {describe_spec(spec)} network ({cfg.method}, batch {local} x {cfg.num_steps} "
+            f"steps; evaluation batches of {EVAL_BATCH[cfg.dataset not in EVENT_DATASETS]})")
+    return max(train, evaluation), what
 
 
 def model_metadata(net: SpikingNetwork, cfg: TrainConfig) -> dict:
@@ -320,8 +324,7 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
     """
     seed, lead = cfg.seed + trial, rt.rank == 0 or not rt.ddp
     path = {k: os.path.join(out_dir, f) for k, f in (
-        ("ckpt", "checkpoint.pt"), ("best", "best.pt"), ("log", "metrics.jsonl"),
-        ("result", "result.json"))}
+        ("ckpt", "checkpoint.pt"), ("best", "best.pt"), ("log", "metrics.jsonl"))}
     decision = cfg.preset["decision"]
     random.seed(seed)
     np.random.seed(seed)
@@ -443,7 +446,5 @@ def train_trial(cfg: TrainConfig, trial: int, out_dir: str, splits: dict, rt: Ru
               "val_accuracy": st["best_val"], **{f"test_{k}": v for k, v in test.items()},
               "wall_time_s": wall0 + time.time() - t_start}
     st.update(finished=True, result=result)
-    if lead:
-        files.atomic_write_json(path["result"], result)
-        save()
+    save()  # the result lives in the checkpoint; the application writes results.json
     return result

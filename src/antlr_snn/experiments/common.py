@@ -1,4 +1,4 @@
-"""Helpers shared by the experiment subcommands: figures, devices, summaries.
+"""Helpers shared by the experiment subcommands: figures, summaries, run folders, kernels.
 
 The crash-safe file helpers live in :mod:`antlr_snn.files` and the error helpers in
 :mod:`antlr_snn.errors` (the library uses them too); they are re-exported here for the
@@ -25,7 +25,7 @@ from antlr_snn.files import (JsonlLog, atomic_write_bytes, atomic_write_json,  #
                              set_rng_state, to_jsonable, write_csv)
 from antlr_snn.training import progress  # noqa: F401 (re-export)
 
-__all__ = ["save_figure", "mean_std"]
+__all__ = ["save_figure", "mean_std", "run_folder", "start_writing", "warm_up_kernels"]
 
 
 def save_figure(fig, path: str, dpi: int = 120, close: bool = True) -> None:
@@ -51,3 +51,68 @@ def mean_std(values: Sequence[float]) -> dict:
     arr = np.asarray(vals, dtype=np.float64)
     std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
     return {"mean": float(arr.mean()), "std": std, "n": len(arr)}
+
+
+COMPILING = "compiling the CPU kernels (first run only, about 10-20 s)..."
+
+
+def warm_up_kernels(methods, in_features: int, replicas=None, device: str = "cpu",
+                    announce: bool = True, after: float = 2.0, command: str = "antlr-snn") -> bool:
+    """One tiny training step per method, so that numba compiles the CPU kernels (or loads
+    them from its cache) now and not silently inside the first real step.
+
+    When that takes longer than ``after`` seconds (a cold cache: 10-20 s on 2 cores), it says
+    so on stderr while it happens. Returns whether the compiled kernels apply at all (not on
+    CUDA, nor with ``ANTLR_SNN_KERNELS=reference`` or without numba).
+    """
+    import sys
+    import threading
+
+    import torch
+
+    from antlr_snn import kernels
+    from antlr_snn.layers import SpikingNetwork
+    if not str(device).startswith("cpu") or kernels.backend_for(torch.zeros(1)).name != "numba":
+        return False
+    timer = threading.Timer(after, lambda: print(f"{command}: {COMPILING}", file=sys.stderr,
+                                                 flush=True))
+    timer.daemon = True
+    if announce:
+        timer.start()
+    try:
+        gen = torch.Generator().manual_seed(0)
+        lead = () if replicas is None else (2,)
+        for method in methods:
+            net = SpikingNetwork([in_features, 4, 3], method=method,
+                                 replicas=None if replicas is None else 2)
+            x = (torch.rand(8, *lead, 2, in_features, generator=gen) < 0.05).float()
+            out = net(x)
+            (out.spikes.sum() + (out.spikes * out.shift).sum()).backward()
+            with torch.no_grad():
+                net(x)
+    finally:
+        timer.cancel()
+    return True
+
+
+def holds_run(outputs):
+    """``holds_run(folder)``: the folder holds a file of ``outputs``."""
+    return lambda folder: any(os.path.exists(os.path.join(folder, f)) for f in outputs)
+
+
+def run_folder(args, prefix: str, outputs, command: str):
+    """The :class:`~antlr_snn.rundir.RunFolder` of ``--out`` (automatic name without), to be
+    opened and locked by ``with``; a folder holding a run is refused unless ``--overwrite``."""
+    from antlr_snn.rundir import RunFolder
+    return RunFolder(args.out, prefix, holds_run=holds_run(outputs), overwrite=args.overwrite,
+                     command=command,
+                     replace_hint="pass --overwrite to replace it or choose another --out")
+
+
+def start_writing(folder, outputs) -> None:
+    """Commit the run folder; with ``--overwrite`` the old run's files go first, so that the
+    folder never mixes two runs."""
+    for name in outputs:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder.path, name))
+    folder.commit()

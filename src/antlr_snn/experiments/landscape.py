@@ -266,7 +266,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="patterns (trials seed,0..N-1) tried until one is trained to zero loss")
     st.add_task_arguments(p)
     a("--chunk", type=int, default=1024, help="grid points per replica batch")
-    a("--out", default="runs/landscape", help="output folder")
+    a("--out", default=None, help="output folder [runs/landscape-<date>-<time>]")
+    a("--overwrite", action="store_true", help="replace the results of a run already in --out")
     a("--quiet", action="store_true", help="no progress bar")
 
 
@@ -315,7 +316,43 @@ def run(args) -> int:
         grad_clip=args.grad_clip, no_spike_penalty=0.0, seed=args.seed)
     cfg.validate()
     st.set_threads(args.threads)
-    out = common.ensure_writable_dir(args.out)
+    check_memory(cfg, args)  # before anything is made: a run that cannot fit is no run
+    folder = common.run_folder(args, "runs/landscape", OUTPUTS, "antlr-snn landscape")
+    with folder:
+        common.start_writing(folder, OUTPUTS)
+        common.warm_up_kernels(sorted({"antlr", *args.methods}), cfg.inputs, replicas=1,
+                               announce=not args.quiet, command="antlr-snn landscape")
+        return _run(args, cfg, folder.path, t0, n, span_arg)
+
+
+OUTPUTS = ("landscape.png", "landscape.npz", "results.json")
+
+
+def memory_needed(cfg: st.TaskConfig, args) -> int:
+    """Peak bytes of a run: training one network while keeping every step's gradient (and
+    their PCA), or the grid's replica batches of ``--chunk`` points."""
+    from antlr_snn import memory
+    layers = memory.dense_layers(cfg.sizes)
+    params = sum(layer.params for layer in layers)
+    # the kept gradients (float32), stacked, then centred and decomposed in float64
+    pca = args.max_iterations * params * (4 + 4 + 8 + 8)
+    train = memory.step_memory(cfg.num_steps, 1, layers, "antlr", replicas=1) + pca
+    grid = max(memory.step_memory(cfg.num_steps, 1, layers, m, replicas=min(args.chunk,
+                                                                             args.grid ** 2))
+               for m in {"antlr", *args.methods})
+    return max(train, grid)
+
+
+def check_memory(cfg: st.TaskConfig, args) -> None:
+    from antlr_snn import memory
+    memory.check_fits(memory_needed(cfg, args), "cpu",
+                      f"the {args.grid}x{args.grid} landscape of the "
+                      f"{'-'.join(map(str, cfg.sizes))} network ({args.max_iterations} "
+                      f"iterations, {min(args.chunk, args.grid ** 2)} grid points at once)",
+                      "use a smaller --chunk, --max-iterations, --steps or --hidden")
+
+
+def _run(args, cfg: st.TaskConfig, out: str, t0: float, n: int, span_arg) -> int:
     show = not args.quiet
 
     problem, res, tried = train_to_zero(cfg, args.max_iterations, args.attempts, show)
@@ -374,6 +411,7 @@ def run(args) -> int:
     ranking = sorted((m for m in args.methods if scores[m]["pearson_grid"] is not None),
                      key=lambda m: -scores[m]["pearson_grid"])
     args_dict = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    args_dict["out"] = out
     result = {
         "experiment": "landscape",
         "config": {**args_dict, "sizes": cfg.sizes, "target_window": list(cfg.target_window)},

@@ -248,6 +248,7 @@ def train_method(cfg: TaskConfig, problem: Problem, method: str, iterations: int
                 iters_logged.append(it)
             if done:
                 last = (vals, out.spikes.detach().sum(dim=(0, 2, 3)).cpu().numpy())
+                bar.set_postfix(loss=f"{vals.mean():.3g}", zero=f"{(vals == 0).mean():.2f}")
                 break
             loss = per.sum()
             if penalty > 0:
@@ -436,7 +437,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--no-spike-penalty", type=float, default=100.0,
       help="no-spike penalty strength for the timing method (Sec. 4; authors' code: 100), 0 = off")
     a("--log-every", type=int, default=1, help="keep the loss every N iterations in the curve")
-    a("--out", default="runs/spike-train", help="output folder")
+    a("--out", default=None, help="output folder [runs/spike-train-<date>-<time>]")
+    a("--overwrite", action="store_true", help="replace the results of a run already in --out")
     a("--quiet", action="store_true", help="no progress bar")
 
 
@@ -456,6 +458,30 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+OUTPUTS = ("curve.csv", "curves.npz", "loss_curve.png", "results.json")
+
+
+def memory_needed(cfg: TaskConfig, methods, trials: int, iterations: int,
+                  log_every: int) -> int:
+    """Peak bytes of a run: the largest training step over ``methods`` with ``trials``
+    replicas (:func:`antlr_snn.memory.step_memory`), the trials' patterns and initial weights
+    (made one by one, then stacked: twice) and every method's loss curves."""
+    from antlr_snn import memory
+    layers = memory.dense_layers(cfg.sizes)
+    step = max(memory.step_memory(cfg.num_steps, 1, layers, m, replicas=trials) for m in methods)
+    per_trial = cfg.num_steps * (cfg.inputs + cfg.outputs) + sum(la.params for la in layers)
+    curves = (iterations // log_every + 2) * trials * len(methods)
+    return step + 4 * (2 * trials * per_trial + curves)
+
+
+def check_memory(cfg: TaskConfig, args) -> None:
+    from antlr_snn import memory
+    need = memory_needed(cfg, args.methods, args.trials, args.iterations, args.log_every)
+    memory.check_fits(need, "cpu", f"{args.trials} trials of the {'-'.join(map(str, cfg.sizes))}"
+                      f" network x {cfg.num_steps} steps", "use fewer --trials, or a smaller "
+                      "--steps or --hidden")
+
+
 def run(args) -> int:
     cfg = config_from_args(args)
     cfg.validate()
@@ -466,19 +492,26 @@ def run(args) -> int:
         raise UserError(f"--trials must be >= 1, got {args.trials}")
     if args.log_every < 1:
         raise UserError(f"--log-every must be >= 1, got {args.log_every}")
-    out = common.ensure_writable_dir(args.out)
-    args_dict = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    args_dict["method_lr"] = dict(args_dict.get("method_lr") or [])
-    problem = make_problem(cfg, range(args.trials))
-    t0 = time.time()
-    results = []
-    for i, method in enumerate(args.methods):
-        res = train_method(cfg, problem, method, args.iterations, args.log_every,
-                           show_progress=not args.quiet)
-        res.params = None
-        results.append(res)
-        summary = write_outputs(out, cfg, args_dict, results, time.time() - t0,
-                                complete=i == len(args.methods) - 1)
+    check_memory(cfg, args)  # before anything is made: a run that cannot fit is no run
+    folder = common.run_folder(args, "runs/spike-train", OUTPUTS, "antlr-snn spike-train")
+    with folder:
+        out = folder.path
+        args_dict = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        args_dict["method_lr"] = dict(args_dict.get("method_lr") or [])
+        args_dict["out"] = out
+        problem = make_problem(cfg, range(args.trials))
+        common.start_writing(folder, OUTPUTS)
+        common.warm_up_kernels(args.methods, cfg.inputs, replicas=args.trials,
+                               announce=not args.quiet, command="antlr-snn spike-train")
+        t0 = time.time()
+        results = []
+        for i, method in enumerate(args.methods):
+            res = train_method(cfg, problem, method, args.iterations, args.log_every,
+                               show_progress=not args.quiet)
+            res.params = None
+            results.append(res)
+            summary = write_outputs(out, cfg, args_dict, results, time.time() - t0,
+                                    complete=i == len(args.methods) - 1)
     if not args.quiet:
         print(f"spike-train: {args.trials} trials x {args.iterations} iterations, "
               f"{'-'.join(map(str, cfg.sizes))}, {cfg.target_spikes} target spike(s); "

@@ -22,6 +22,7 @@ from antlr_snn.checkpoints import is_int, is_number, shown
 from antlr_snn.experiments import common
 from antlr_snn.distributed import Runtime, from_lead, setup_distributed
 from antlr_snn.errors import DataNotFound, UserError
+from antlr_snn.rundir import Interrupted, RunFolder, command_line
 from antlr_snn.training import (ARCHS, EVENT_DATASETS, PRESETS, TrainConfig, check_network_fits,
                                 load_splits, train_trial)
 
@@ -174,34 +175,42 @@ def _validated(given: dict) -> TrainConfig:
     return cfg
 
 
-def prepare_out(args, rt: Runtime):
-    """Check/create the output folder on rank 0; returns (out, saved config or None)."""
-    def prepare():
-        if args.out is not None and not args.out.strip():
-            raise UserError("--out is empty; give a folder name (or leave --out out for "
-                             "runs/train-<date>-<time>)")
-        if args.resume and not args.out:
-            raise UserError("--resume needs --out DIR, the folder of the run to continue")
-        out = args.out or time.strftime("runs/train-%Y%m%d-%H%M%S")
-        cfg_path = os.path.join(out, "config.json")
-        if args.resume:
-            if not os.path.exists(cfg_path):
-                raise DataNotFound(f"--resume: no run to resume in {out} (no config.json)")
-            import json
-            try:
-                with open(cfg_path, encoding="utf-8") as fh:
-                    saved = json.load(fh)
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-                reason = getattr(exc, "msg", None) or exc.__class__.__name__
-                raise UserError(f"{cfg_path} is not valid JSON ({reason}); the run cannot be "
-                                 f"resumed") from None
-            return out, check_saved_config(saved, cfg_path)
-        if os.path.exists(cfg_path):
-            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose "
-                             f"another --out")
-        common.ensure_writable_dir(out)
+def holds_run(folder: str) -> bool:
+    """A training run lives in ``folder`` (its config.json is written when it starts)."""
+    return os.path.exists(os.path.join(folder, "config.json"))
+
+
+def run_folder(args) -> RunFolder:
+    """The run folder of ``args`` (not yet opened): ``--out`` or ``runs/train-<date>-<time>``."""
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out DIR, the folder of the run to continue")
+    return RunFolder(args.out, "runs/train", holds_run=holds_run, resume=args.resume,
+                     command="antlr-snn train",
+                     replace_hint="pass --resume to continue it or choose another --out")
+
+
+def prepare_out(folder: RunFolder, args, world: int = 1) -> tuple:
+    """Open (lock) the run folder; returns (folder path, saved config or None)."""
+    folder.open()
+    out = folder.path
+    folder.resume_command = command_line("antlr-snn", "train", "--resume", "--out", out)
+    if world > 1:
+        folder.resume_command = ("the same torchrun command with " +
+                                 command_line("-m", "antlr_snn", "train", "--resume", "--out", out))
+    cfg_path = os.path.join(out, "config.json")
+    if not args.resume:
         return out, None
-    return from_lead(prepare, rt)
+    if not os.path.exists(cfg_path):
+        raise DataNotFound(f"--resume: no run to resume in {out} (no config.json)")
+    import json
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = getattr(exc, "msg", None) or exc.__class__.__name__
+        raise UserError(f"{cfg_path} is not valid JSON ({reason}); the run cannot be "
+                         f"resumed") from None
+    return out, check_saved_config(saved, cfg_path)
 
 
 def run(args) -> int:
@@ -209,45 +218,71 @@ def run(args) -> int:
     rt = Runtime(rank=rank, world=world, device=device, checkpoint_every=args.checkpoint_every,
                  progress=not args.quiet and rank == 0, verbose=not args.quiet and rank == 0,
                  resume=args.resume, workers=args.workers)
+    folder = None
     try:
         resolve_config(args, None)  # check the flags early, on every rank
-        out, saved = prepare_out(args, rt)
+        folder = run_folder(args)  # opened, and locked, by rank 0 only
+        everyone = Runtime(rank=rank, world=world, ddp=world > 1, device=device)
+        out, saved = from_lead(lambda: prepare_out(folder, args, world), everyone)
         cfg = resolve_config(args, saved, os.path.join(out, "config.json"))
         rt.ddp = world > 1 and cfg.trials == 1
         splits = load_splits(cfg, device)  # before config.json: a missing data set is no run
-        check_network_fits(cfg, splits["train"].features, device,  # nor is a network too big
-                           splits["train"].num_classes)
-        if rank == 0 and saved is None:
-            common.atomic_write_json(os.path.join(out, "config.json"), asdict(cfg))
-        t0 = time.time()
-        results = []
-        for trial in range(cfg.trials):
-            if not rt.ddp and trial % world != rank:
-                continue  # trials are spread over the ranks
-            tdir = out if cfg.trials == 1 else os.path.join(out, f"trial-{trial}")
-            if not rt.ddp or rank == 0:
-                common.ensure_writable_dir(tdir)
-            title = f"{cfg.method} on {cfg.dataset}, seed {cfg.seed + trial}"
-            results.append(train_trial(
-                cfg, trial, tdir, splits, rt,
-                on_epoch=lambda d, rec, title=title: plot_curves(
-                    read_metrics(os.path.join(d, "metrics.jsonl")),
-                    os.path.join(d, "curves.png"), title)))
-        if world > 1 and not rt.ddp:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, results)
-            results = sorted((r for part in gathered for r in part), key=lambda r: r["trial"])
-        if cfg.trials > 1:
-            best = max(results, key=lambda r: (r["val_accuracy"], -r["trial"]))
-            if best["trial"] % world == rank:  # the rank that holds the best trial's files
-                with open(os.path.join(out, f"trial-{best['trial']}", "best.pt"), "rb") as fh:
-                    common.atomic_write_bytes(os.path.join(out, "best.pt"), fh.read())
+        check_network_fits(cfg, splits["train"].features, device,  # nor is one too big
+                           world if rt.ddp else 1, splits["train"].num_classes)
         if rank == 0:
-            write_results(out, cfg, results, world, time.time() - t0)
+            if saved is None:
+                common.atomic_write_json(os.path.join(out, "config.json"), asdict(cfg))
+            folder.commit()
+        common.warm_up_kernels([cfg.method], splits["train"].features, device=device,
+                               announce=rt.progress, command="antlr-snn train")
+        train_all(cfg, out, splits, rt)
+    except BaseException as exc:
+        if folder is not None:
+            folder.close()
+            if isinstance(exc, KeyboardInterrupt) and folder.committed:
+                raise Interrupted(folder.interrupted_message()) from None
+        raise
+    else:
+        if folder is not None:
+            folder.close()
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def train_all(cfg: TrainConfig, out: str, splits: dict, rt: Runtime) -> None:
+    """Every trial of ``cfg`` (spread over the ranks), then ``results.json`` in ``out``."""
+    rank, world = rt.rank, rt.world
+    t0 = time.time()
+    results = []
+    for trial in range(cfg.trials):
+        if not rt.ddp and trial % world != rank:
+            continue  # trials are spread over the ranks
+        tdir = out if cfg.trials == 1 else os.path.join(out, f"trial-{trial}")
+        if not rt.ddp or rank == 0:
+            common.ensure_writable_dir(tdir)
+        title = f"{cfg.method} on {cfg.dataset}, seed {cfg.seed + trial}"
+        result = train_trial(
+            cfg, trial, tdir, splits, rt,
+            on_epoch=lambda d, rec, title=title: plot_curves(
+                read_metrics(os.path.join(d, "metrics.jsonl")),
+                os.path.join(d, "curves.png"), title))
+        results.append(result)
+        if cfg.trials > 1 and (not rt.ddp or rank == 0):  # each trial's own results.json
+            common.atomic_write_json(os.path.join(tdir, "results.json"),
+                                     summarize(cfg, [result], 1, result["wall_time_s"]))
+    if world > 1 and not rt.ddp:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, results)
+        results = sorted((r for part in gathered for r in part), key=lambda r: r["trial"])
+    if cfg.trials > 1:
+        best = max(results, key=lambda r: (r["val_accuracy"], -r["trial"]))
+        if best["trial"] % world == rank:  # the rank that holds the best trial's files
+            with open(os.path.join(out, f"trial-{best['trial']}", "best.pt"), "rb") as fh:
+                common.atomic_write_bytes(os.path.join(out, "best.pt"), fh.read())
+    if rank == 0:
+        write_results(out, cfg, results, world, time.time() - t0)
 
 
 PLOTTED = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "val_spikes_per_sample",
@@ -293,19 +328,24 @@ def plot_curves(records: list, path: str, title: str = "") -> None:
     common.save_figure(fig, path)
 
 
-def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: float) -> None:
+def summarize(cfg: TrainConfig, results: list, world: int, wall: float) -> dict:
+    """What results.json holds: the test scores per trial and their mean +- std."""
     summary = {k: common.mean_std([r[f"test_{k}"] for r in results])
                for k in ("accuracy", "spikes_per_sample", "spikes_to_decision",
                          "accuracy_earliest_spike", "accuracy_most_spikes")}
-    res = {"method": cfg.method, "dataset": cfg.dataset,
-           "decision": PRESETS[cfg.method]["decision"],
-           "test_accuracy": summary["accuracy"],
-           "spikes_per_sample": summary["spikes_per_sample"],
-           "spikes_to_decision": summary["spikes_to_decision"],
-           "test_accuracy_earliest_spike": summary["accuracy_earliest_spike"],
-           "test_accuracy_most_spikes": summary["accuracy_most_spikes"],
-           "trials": results, "config": asdict(cfg), "world_size": world,
-           "wall_time_s": sum(r["wall_time_s"] for r in results), "session_wall_time_s": wall}
+    return {"method": cfg.method, "dataset": cfg.dataset,
+            "decision": PRESETS[cfg.method]["decision"],
+            "test_accuracy": summary["accuracy"],
+            "spikes_per_sample": summary["spikes_per_sample"],
+            "spikes_to_decision": summary["spikes_to_decision"],
+            "test_accuracy_earliest_spike": summary["accuracy_earliest_spike"],
+            "test_accuracy_most_spikes": summary["accuracy_most_spikes"],
+            "trials": results, "config": asdict(cfg), "world_size": world,
+            "wall_time_s": sum(r["wall_time_s"] for r in results), "session_wall_time_s": wall}
+
+
+def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: float) -> None:
+    res = summarize(cfg, results, world, wall)
     common.atomic_write_json(os.path.join(out, "results.json"), res)
     if cfg.trials > 1:
         recs = []
@@ -313,8 +353,8 @@ def write_results(out: str, cfg: TrainConfig, results: list, world: int, wall: f
             recs += read_metrics(os.path.join(out, f"trial-{r['trial']}", "metrics.jsonl"))
         if recs:
             plot_curves(recs, os.path.join(out, "curves.png"), f"{cfg.method} on {cfg.dataset}")
-    acc, sp = summary["accuracy"], summary["spikes_per_sample"]
+    acc, sp = res["test_accuracy"], res["spikes_per_sample"]
     print(f"test accuracy {acc['mean']:.4f} +- {acc['std']:.4f} ({len(results)} trial(s)), "
           f"spikes/sample {sp['mean']:.1f} (to decision "
-          f"{summary['spikes_to_decision']['mean']:.1f});"
+          f"{res['spikes_to_decision']['mean']:.1f});"
           f" results in {os.path.join(out, 'results.json')}", flush=True)

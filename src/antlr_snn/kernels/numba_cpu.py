@@ -268,7 +268,8 @@ class NumbaBackend:
         x = None
         if ev.nnz < 0:
             with torch.no_grad():
-                x = torch.matmul(s_in, weight.transpose(-1, -2))
+                x = torch.matmul(s_in, weight.transpose(-1, -2)) if weight.dim() == 2 else \
+                    torch.einsum("trbk,rnk->trbn", s_in, weight)
         S, V, I = self._forward(x, ev if x is None else None, weight, bias2, rpr, p,
                                 single_spike, keep_current, shape, rows[1], rows[2])
         return S, V, I, ev
@@ -286,11 +287,11 @@ class NumbaBackend:
             gs, gd = self._narrow_input_grads(A, A_diff, weight, s_in, ev, p, want_s, want_d)
         else:
             if want_s:
-                gs = torch.matmul(A, weight)
+                gs = _times_weight(A, weight)
                 if p.beta_i != 1.0:
                     gs.mul_(p.beta_i)
             if want_d:
-                gd = torch.matmul(A_diff, weight).mul_(-p.beta_i).mul_(s_in)
+                gd = _times_weight(A_diff, weight).mul_(-p.beta_i).mul_(s_in)
         return gs, gd, gw
 
     def _weight_grad(self, A, s_in, ev: Events):
@@ -337,6 +338,14 @@ class NumbaBackend:
         else:
             nk.input_grads(*args, 0, A2.shape[0])
         return gs, gd
+
+
+def _times_weight(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``a @ W``: ``[T, *batch, N] x [N, K]``, or per replica ``[T, R, B, N] x [R, N, K]``
+    without the copy of W per step that torch.matmul's broadcasting would make."""
+    if weight.dim() == 3:
+        return torch.einsum("trbn,rnk->trbk", a, weight)
+    return torch.matmul(a, weight)
 
 
 def _wt(weight: torch.Tensor) -> np.ndarray:
