@@ -1,0 +1,453 @@
+"""Export to and import from NIR, the Neuromorphic Intermediate Representation.
+
+NIR (``pip install 'antlr-snn[nir]'``) is how trained networks reach neuromorphic chips and
+the other simulators (snnTorch, Norse, SpikingJelly, Lava, Rockpool, Sinabs). Our neuron
+(Eq. 1-3) is NIR's current-based ``CubaLIF``, defined in continuous time::
+
+    tau_syn dI/dt = -I + w_in x,   tau_mem dV/dt = (v_leak - V) + r I,   z = [V > v_threshold]
+
+snnTorch and Norse step it by forward Euler with a step ``dt``, the new current entering the
+same step's voltage: ``I[t] = (1 - dt/tau_syn) I[t-1] + (dt/tau_syn) w_in x[t]`` and
+``V[t] = (1 - dt/tau_mem) V[t-1] + (dt/tau_mem) (v_leak + r I[t])``. That is Eq. 1-2,
+``I[t] = alpha_i I[t-1] + beta_i x[t]``, ``V[t] = alpha_v V[t-1] + beta_v I[t] + beta_bias
+V_bias``, term by term, when
+
+    ``tau_syn = dt / (1 - alpha_i)``, ``tau_mem = dt / (1 - alpha_v)``, ``r = tau_mem / dt``,
+    ``w_in = beta_i beta_v tau_syn / dt``, ``v_leak = beta_bias V_bias tau_mem / dt``,
+    ``v_threshold = threshold``, ``v_reset = 0``
+
+(NIR's current is ``beta_v`` times ours; ``r = tau_mem / dt`` is the gain snnTorch's importer
+requires). It is ``1 - dt/tau``, not ``exp(-dt/tau)``: the peers step by Euler, so the exp
+mapping would run with decays ``1 + ln(alpha)``. A decay of 1 (no leak) has no finite time
+constant and is refused. snnTorch 1.0.0's importer assumes ``dt = 1e-4`` (the default here);
+Norse takes ``dt`` as an argument.
+
+The synapses: ``LIFLayer`` -> ``Linear``, ``LIFConv2d`` -> ``Conv2d`` (bias 0), ``LIF`` around
+``nn.Linear`` -> ``Affine``, ``nn.Conv2d`` -> ``Conv2d``, ``nn.AvgPool2d`` -> ``AvgPool2d``
+(``SumPool2d`` with ``divisor_override=1``), ``nn.Identity`` -> none; ``Flatten`` ->
+``Flatten``; a leading ``Unflatten`` sets the graph's input shape.
+
+**Reset.** NIR's CubaLIF resets V only; Eq. 1-2 reset I too (``1 - S[t-1]`` multiplies both).
+A chip or simulator running an exported graph therefore fires differently after a neuron's
+first spike (docs/nir.md measures the cost). ``reset="warn"`` (the default) exports and warns
+(:class:`NIRResetWarning`), ``"v_only"`` accepts it silently, ``"error"`` refuses. The same
+holds for :func:`load` of graphs that other libraries wrote; graphs that :func:`export` wrote
+load back exactly. ``single_spike`` layers cannot be expressed and are refused.
+
+Example:
+    >>> import torch, antlr_snn
+    >>> from antlr_snn import nir as antlr_nir
+    >>> net = antlr_snn.SpikingNetwork([4, 3, 2], alpha_v=0.9, alpha_i=0.8)
+    >>> graph = antlr_nir.export(net, dt=1e-3, reset="v_only")
+    >>> sorted(graph.nodes)
+    ['input', 'l0_cubalif', 'l0_linear', 'l1_cubalif', 'l1_linear', 'output']
+    >>> round(float(graph.nodes["l0_cubalif"].tau_mem[0]), 6)    # dt / (1 - alpha_v)
+    0.01
+    >>> x = torch.bernoulli(torch.full((20, 5, 4), 0.5))
+    >>> torch.equal(antlr_nir.load(graph)(x).spikes, net(x).spikes)
+    True
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from antlr_snn.errors import DataNotFound, UserError, one_line
+from antlr_snn.layers import (LIF, Flatten, LIFConv2d, LIFLayer, SpikingNetwork, Unflatten,
+                              _Neurons)
+
+__all__ = ["export", "load", "write", "read", "NIRResetWarning", "RESETS", "DEFAULT_DT"]
+
+RESETS = ("warn", "v_only", "error")
+DEFAULT_DT = 1e-4  # the step snnTorch's importer assumes
+#: The neuron keywords kept in a CubaLIF node's metadata, for an exact way back.
+_KEPT = ("alpha_v", "alpha_i", "beta_v", "beta_i", "beta_bias", "threshold", "surrogate_scale",
+         "surrogate_width", "vstar_min", "method", "lambda_act", "lambda_tim", "eps_derivative")
+
+
+class NIRResetWarning(UserWarning):
+    """A graph runs with NIR's reset (V only) where Eq. 1-2 also reset I, or the reverse."""
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:
+        raise UserError("NIR export and import need the nir package: "
+                        "pip install 'antlr-snn[nir]'") from None
+    return nir
+
+
+def _check_reset(reset: str, what: str) -> None:
+    if reset not in RESETS:
+        raise UserError(f"reset must be one of {', '.join(RESETS)}, got {reset!r}")
+    msg = (f"NIR's CubaLIF resets only V at a spike, antlr-snn's neurons (Eq. 1-2) reset I "
+           f"too: {what} fires differently after a neuron's first spike (docs/nir.md "
+           f"measures the cost)")
+    if reset == "error":
+        raise UserError(f"{msg}; refused (reset='error')")
+    if reset == "warn":
+        warnings.warn(f"{msg}; reset='v_only' accepts this silently", NIRResetWarning,
+                      stacklevel=3)
+
+
+def _check_dt(dt) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (
+            math.isfinite(dt) and dt > 0):
+        raise UserError(f"dt must be a finite number of seconds > 0, got {dt!r}")
+    return float(dt)
+
+
+# ----------------------------------------------------------------------------- export
+
+def _synapse_node(nir, layer, shape_in: tuple, where: str):
+    """The NIR node of ``layer``'s synapse (``None`` for ``nn.Identity``)."""
+    arr = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
+    if isinstance(layer, LIFLayer):
+        if layer.replicas is not None:
+            raise UserError(f"{where}: a LIFLayer with replicas is {layer.replicas} networks; "
+                            f"export one replica at a time")
+        return "linear", nir.Linear(weight=arr(layer.weight))
+    if isinstance(layer, LIFConv2d):
+        w = arr(layer.weight)
+        return "conv", nir.Conv2d(input_shape=shape_in[1:], weight=w, stride=layer.stride,
+                                  padding=layer.padding, dilation=1, groups=1,
+                                  bias=np.zeros(w.shape[0], w.dtype))
+    m = layer.synapse
+    if isinstance(m, nn.Identity):
+        return None, None
+    if isinstance(m, nn.Linear):
+        w = arr(m.weight)
+        b = arr(m.bias) if m.bias is not None else np.zeros(w.shape[0], w.dtype)
+        return "affine", nir.Affine(weight=w, bias=b)
+    if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros":
+        w = arr(m.weight)
+        b = arr(m.bias) if m.bias is not None else np.zeros(w.shape[0], w.dtype)
+        return "conv", nir.Conv2d(input_shape=shape_in[1:], weight=w, stride=m.stride,
+                                  padding=m.padding, dilation=m.dilation, groups=m.groups,
+                                  bias=b)
+    if isinstance(m, nn.AvgPool2d) and not m.ceil_mode and m.divisor_override in (None, 1) \
+            and (m.count_include_pad or m.divisor_override == 1 or not any(_pair(m.padding))):
+        kind = nir.SumPool2d if m.divisor_override == 1 else nir.AvgPool2d
+        k = _pair(m.kernel_size)
+        return "pool", kind(kernel_size=np.array(k), padding=np.array(_pair(m.padding)),
+                            stride=np.array(_pair(m.stride) if m.stride else k))
+    raise UserError(f"{where}: NIR export takes LIF synapses nn.Linear, nn.Conv2d, "
+                    f"nn.AvgPool2d (ceil_mode off; divisor_override None or 1) and "
+                    f"nn.Identity, got {m!r}")
+
+
+def _pair(v) -> tuple:
+    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _neuron_node(nir, layer, shape: tuple, dt: float, where: str):
+    p = layer.params
+    if layer.single_spike:
+        raise UserError(f"{where} has single_spike=True: NIR cannot express neurons held at "
+                        f"reset after their spike; export a network trained without it")
+    for name in ("alpha_v", "alpha_i"):
+        if getattr(p, name) >= 1.0:
+            raise UserError(f"{where}: {name}=1 (no leak) has no finite NIR time constant "
+                            f"(tau = dt / (1 - {name}))")
+    full = lambda v: np.full(shape, v, dtype=np.float64)  # noqa: E731
+    tau_syn, tau_mem = dt / (1.0 - p.alpha_i), dt / (1.0 - p.alpha_v)
+    bias = torch.zeros(()) if layer.bias is None else layer.bias.detach().cpu().double()
+    bias = (bias.view(-1, 1, 1) if isinstance(layer, LIFConv2d) else bias).expand(shape)
+    meta = {k: v for k, v in layer.neuron_kwargs().items() if k in _KEPT}
+    return nir.CubaLIF(
+        tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(tau_mem / dt),
+        v_leak=(p.beta_bias * tau_mem / dt) * bias.numpy().copy(),
+        v_threshold=full(p.threshold), v_reset=full(0.0),
+        w_in=full(p.beta_i * p.beta_v * tau_syn / dt),
+        metadata={"antlr_snn": {"layer": type(layer).__name__, **meta}})
+
+
+def export(net: SpikingNetwork, dt: float = DEFAULT_DT, *, reset: str = "warn",
+           input_shape=None):
+    """The ``nir.NIRGraph`` of ``net`` for time steps of ``dt`` seconds (mapping: module
+    docstring).
+
+    Args:
+        net: a :class:`~antlr_snn.layers.SpikingNetwork` (or one spiking layer).
+        dt: the duration of one time step in seconds.
+        reset: ``"warn"``, ``"v_only"`` or ``"error"`` (module docstring, *Reset*).
+        input_shape: the features of one input step, e.g. ``(2, 34, 34)``; needed only when
+            the first layer does not fix it (a ``LIFConv2d`` or ``LIF``).
+    """
+    nir = _nir()
+    dt = _check_dt(dt)
+    layers = list(net.layers) if isinstance(net, SpikingNetwork) else [net]
+    if not isinstance(net, (SpikingNetwork, _Neurons)):
+        raise UserError(f"export takes a SpikingNetwork or a spiking layer, got "
+                        f"{type(net).__name__}")
+    _check_reset(reset, "the exported graph")
+    first, meta = layers[0], {"source": "antlr-snn", "dt": dt, "reset": "v_and_i"}
+    if input_shape is None:
+        if isinstance(first, LIFLayer):
+            input_shape = (first.in_features,)
+        elif isinstance(first, Unflatten):
+            input_shape = (math.prod(first.shape),)
+        else:
+            raise UserError(f"export needs input_shape (the features of one step) for a "
+                            f"network that starts with {type(first).__name__}")
+    shape = tuple(int(n) for n in input_shape)
+    in_shape = tuple(first.shape) if isinstance(first, Unflatten) else shape
+    nodes, order = {"input": nir.Input(input_type={"input": np.array(in_shape)})}, ["input"]
+    x = torch.zeros((1, 1, *shape), dtype=next(net.parameters()).dtype)
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            where = f"layer {i} ({type(layer).__name__})"
+            if isinstance(layer, Unflatten):
+                if i != 0:
+                    raise UserError(f"{where}: NIR has no reshape node; only a first "
+                                    f"Unflatten (which sets the input shape) exports")
+                meta["flat_input"] = np.array(shape)
+                x = layer(x)
+                shape = tuple(x.shape[2:])
+                continue
+            y = layer(x)
+            out = tuple((y.spikes if hasattr(y, "spikes") else y).shape[2:])
+            if isinstance(layer, Flatten):
+                new = {f"l{i}_flatten": nir.Flatten(input_type={"input": np.array(shape)},
+                                                    start_dim=0, end_dim=-1)}
+            elif isinstance(layer, _Neurons):
+                kind, node = _synapse_node(nir, layer, shape, where)
+                new = {f"l{i}_{kind}": node} if node is not None else {}
+                new[f"l{i}_cubalif"] = _neuron_node(nir, layer, out, dt, where)
+            else:
+                raise UserError(f"{where}: NIR export takes LIFLayer, LIFConv2d, LIF, Flatten "
+                                f"and a first Unflatten")
+            nodes.update(new)
+            order += list(new)
+            x, shape = y, out
+    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
+    order.append("output")
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])),
+                        metadata={"antlr_snn": meta})
+
+
+def write(graph, path: str) -> None:
+    """Write ``graph`` to the NIR (HDF5) file ``path`` atomically (never a torn file)."""
+    from antlr_snn.files import atomic_write_bytes
+    nir, buf = _nir(), io.BytesIO()
+    nir.write(buf, graph)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read(path: str):
+    """The ``nir.NIRGraph`` in the file ``path``; a one-line error for a missing or
+    damaged file."""
+    nir = _nir()
+    if not os.path.isfile(path):
+        raise DataNotFound(f"no NIR file {path}")
+    try:
+        return nir.read(path)
+    except Exception as exc:  # h5py and nir raise many kinds for a foreign file
+        raise UserError(f"{path} is not a readable NIR graph ({one_line(exc)})") from None
+
+# ----------------------------------------------------------------------------- load
+
+def _chain(nir, graph) -> list:
+    """The node names from the Input to the Output of a chain graph."""
+    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+    if len(inputs) != 1:
+        raise UserError(f"the NIR graph has {len(inputs)} Input nodes; only graphs with one "
+                        f"input load")
+    succ, pred = {}, {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+        pred.setdefault(b, []).append(a)
+    for k in graph.nodes:
+        if len(succ.get(k, ())) > 1 or len(pred.get(k, ())) > 1:
+            raise UserError(f"NIR node {k!r} has several inputs or outputs; only chains "
+                            f"(feed-forward, no branches or recurrence) load")
+    chain = inputs
+    while succ.get(chain[-1]):
+        if succ[chain[-1]][0] in chain:
+            raise UserError(f"NIR node {chain[-1]!r} feeds back to {succ[chain[-1]][0]!r}; "
+                            f"recurrent graphs do not load")
+        chain.append(succ[chain[-1]][0])
+    if not isinstance(graph.nodes[chain[-1]], nir.Output) or len(chain) != len(graph.nodes):
+        rest = sorted(set(graph.nodes) - set(chain)) or [chain[-1]]
+        raise UserError(f"the NIR graph is not one chain from its Input to an Output "
+                        f"(node {rest[0]!r} is off it)")
+    return chain
+
+
+def _pair2(v) -> tuple:
+    a = np.array(v).reshape(-1)
+    return _pair(tuple(a) if a.size == 2 else int(a[0]))
+
+
+def _synapse_module(nir, name, node) -> nn.Module:
+    """The torch module of a NIR synapse node (``nn.Identity`` for none)."""
+    if node is None:
+        return nn.Identity()
+    if isinstance(node, (nir.Linear, nir.Affine)):
+        w = torch.from_numpy(np.array(node.weight))
+        if w.dim() != 2:
+            raise UserError(f"NIR node {name!r}: weight of shape {tuple(w.shape)}; only 2-d "
+                            f"weights load")
+        b = getattr(node, "bias", None)
+        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype)
+    elif isinstance(node, nir.Conv2d):
+        w = torch.from_numpy(np.array(node.weight))
+        pad = node.padding if isinstance(node.padding, str) else _pair2(node.padding)
+        groups, b = int(node.groups), node.bias
+        m = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
+                      _pair2(node.stride), pad, _pair2(node.dilation), groups,
+                      bias=b is not None, dtype=w.dtype)
+    elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        return nn.AvgPool2d(*map(_pair2, (node.kernel_size, node.stride, node.padding)),
+                            divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
+    else:
+        raise UserError(f"NIR node {name!r} is a {type(node).__name__}, which antlr-snn does "
+                        f"not load (it takes Linear, Affine, Conv2d, AvgPool2d, SumPool2d, "
+                        f"Flatten and CubaLIF)")
+    m.weight.data = w
+    if b is not None:
+        m.bias.data = torch.from_numpy(np.array(b)).to(w.dtype)
+    return m
+
+
+def _constants(name, node, shape, dt: float, saved) -> tuple:
+    """The neuron keywords and V_bias ``[*shape]`` of a CubaLIF node (module docstring)."""
+    def one(field, uniform=True):
+        try:
+            a = np.broadcast_to(np.asarray(getattr(node, field), np.float64), shape)
+        except ValueError:
+            raise UserError(f"NIR node {name!r}: {field} of shape "
+                            f"{np.shape(getattr(node, field))} does not fit the {shape} "
+                            f"outputs of the synapse before it") from None
+        if uniform and not np.allclose(a, a.flat[0], rtol=1e-6, atol=0):
+            raise UserError(f"NIR node {name!r}: {field} differs between neurons ({a.min():g} "
+                            f"to {a.max():g}); an antlr-snn layer has one value")
+        return a if not uniform else float(a.flat[0])
+
+    v_leak = one("v_leak", uniform=False)
+    tau_syn, tau_mem, r, w_in, thr, v_reset = map(one, ("tau_syn", "tau_mem", "r", "w_in",
+                                                       "v_threshold", "v_reset"))
+    if v_reset != 0.0:
+        raise UserError(f"NIR node {name!r}: v_reset={v_reset:g}; antlr-snn neurons reset to 0")
+    for field, tau in (("tau_syn", tau_syn), ("tau_mem", tau_mem)):
+        if not tau > dt:
+            raise UserError(f"NIR node {name!r}: {field}={tau:g} is not longer than the step "
+                            f"dt={dt:g}, so the decay 1 - dt/{field} is not in (0, 1)")
+    kw = {"alpha_i": 1 - dt / tau_syn, "alpha_v": 1 - dt / tau_mem, "beta_i": dt * w_in / tau_syn,
+          "beta_v": dt * r / tau_mem, "beta_bias": 1.0, "threshold": thr}
+    if saved is not None:  # written by export: its exact constants, if the node still agrees
+        a_i, a_v = saved["alpha_i"], saved["alpha_v"]
+        want = (dt / (1 - a_i), dt / (1 - a_v), 1 / (1 - a_v),
+                saved["beta_i"] * saved["beta_v"] / (1 - a_i), saved["threshold"])
+        if np.allclose(want, (tau_syn, tau_mem, r, w_in, thr), rtol=1e-9, atol=0):
+            kw = saved
+    for k in ("beta_i", "beta_v", "threshold"):
+        if not (math.isfinite(kw[k]) and kw[k] > 0):
+            raise UserError(f"NIR node {name!r}: gives {k}={kw[k]:g}; it must be > 0")
+    return kw, torch.from_numpy(v_leak * (1 - kw["alpha_v"]) / kw["beta_bias"])
+
+
+def _saved(node):
+    meta = getattr(node, "metadata", None)
+    saved = meta.get("antlr_snn") if isinstance(meta, dict) else None
+    if not isinstance(saved, dict) or not set(_KEPT) <= set(saved):
+        return None
+    return {k: (str(saved[k]) if k in ("method", "eps_derivative") else float(saved[k]))
+            for k in _KEPT}
+
+
+def _layer(m: nn.Module, kw: dict, bias: torch.Tensor):
+    """The spiking layer of synapse ``m``, neurons ``kw`` and V_bias ``bias`` (the outputs'
+    shape): LIFLayer or LIFConv2d where they express it, else LIF around ``m``."""
+    no_bias = getattr(m, "bias", None) is None or not torch.any(m.bias)
+    channel = bias.flatten(1)[:, 0] if bias.dim() == 3 else None
+    if isinstance(m, nn.Linear) and no_bias:
+        layer = LIFLayer(m.in_features, m.out_features, dtype=m.weight.dtype, **kw)
+    elif (isinstance(m, nn.Conv2d) and no_bias and m.groups == 1 and m.dilation == (1, 1)
+          and not isinstance(m.padding, str)
+          and torch.equal(bias, channel.view(-1, 1, 1).expand(bias.shape))):
+        layer = LIFConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
+                          padding=m.padding, dtype=m.weight.dtype, **kw)
+        bias = channel
+    else:
+        layer = LIF(m, bias_shape=tuple(bias.shape) if torch.any(bias) else None, **kw)
+        if layer.bias is None:
+            return layer
+    with torch.no_grad():
+        if not isinstance(layer, LIF):
+            layer.weight.copy_(m.weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+def _dtype(m: nn.Module) -> torch.dtype:
+    return next(iter(m.parameters()), torch.zeros(())).dtype
+
+
+def load(graph, dt: float = None, *, reset: str = "warn") -> SpikingNetwork:
+    """The :class:`~antlr_snn.layers.SpikingNetwork` of a NIR graph (or ``.nir`` file).
+
+    Loads chains of ``Linear``/``Affine``/``Conv2d``/``AvgPool2d``/``SumPool2d`` synapses,
+    ``CubaLIF`` neurons and ``Flatten``; anything our neuron cannot express (a per-neuron time
+    constant, ``v_reset`` != 0, an ``LIF`` node without a synaptic current, recurrence) is a
+    ``UserError`` naming the node. Graphs that :func:`export` wrote come back exactly (their
+    ``dt`` and constants are in the metadata); for other graphs give ``dt`` (snnTorch writes
+    for 1e-4) and see ``reset`` (module docstring).
+    """
+    nir = _nir()
+    if isinstance(graph, (str, os.PathLike)):
+        graph = read(os.fspath(graph))
+    if not isinstance(graph, nir.NIRGraph):
+        raise UserError(f"load takes a nir.NIRGraph or a .nir file, got {type(graph).__name__}")
+    meta = (graph.metadata or {}).get("antlr_snn") if isinstance(graph.metadata, dict) else None
+    ours = isinstance(meta, dict) and meta.get("source") == "antlr-snn"
+    if dt is None:
+        if not ours:
+            raise UserError("the NIR graph does not say its time step: give dt (in seconds; "
+                            "snnTorch's graphs are made for dt=1e-4)")
+        dt = float(meta["dt"])
+    dt = _check_dt(dt)
+    if not ours:
+        _check_reset(reset, "the loaded network")
+    chain = _chain(nir, graph)
+    shape = tuple(int(n) for n in np.array(graph.nodes[chain[0]].input_type["input"]))
+    modules = [Unflatten(shape)] if ours and "flat_input" in meta else []
+    pending = (None, None)
+    for name in chain[1:-1]:
+        node = graph.nodes[name]
+        if isinstance(node, nir.CubaLIF):
+            m = _synapse_module(nir, *pending)
+            with torch.no_grad():
+                shape = tuple(m(torch.zeros((1, *shape), dtype=_dtype(m))).shape[1:])
+            kw, bias = _constants(name, node, shape, dt, _saved(node) if ours else None)
+            modules.append(_layer(m, kw, bias.to(_dtype(m))))
+            pending = (None, None)
+        elif pending[1] is not None:
+            raise UserError(f"NIR node {name!r} follows the synapse {pending[0]!r} without "
+                            f"CubaLIF neurons between them; antlr-snn layers are a synapse "
+                            f"then neurons")
+        elif isinstance(node, nir.Flatten):
+            if int(node.start_dim) != 0 or int(node.end_dim) not in (-1, len(shape) - 1):
+                raise UserError(f"NIR node {name!r}: Flatten of dims {int(node.start_dim)}.."
+                                f"{int(node.end_dim)}; only flattening all features loads")
+            modules.append(Flatten())
+            shape = (math.prod(shape),)
+        elif isinstance(node, nir.LIF):
+            raise UserError(f"NIR node {name!r} is an LIF neuron without a synaptic current; "
+                            f"antlr-snn neurons always have one (Eq. 1, alpha_i > 0)")
+        else:
+            _synapse_module(nir, name, node)  # a UserError for unknown nodes
+            pending = (name, node)
+    if pending[1] is not None:
+        raise UserError(f"the NIR graph ends in the synapse {pending[0]!r}; antlr-snn "
+                        f"networks end in spiking neurons")
+    if not any(isinstance(m, _Neurons) for m in modules):
+        raise UserError("the NIR graph has no CubaLIF neurons")
+    return SpikingNetwork(modules)
