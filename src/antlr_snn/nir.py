@@ -147,15 +147,19 @@ def _pair(v) -> tuple:
     return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-def _neuron_node(nir, layer, shape: tuple, dt: float, where: str):
-    p = layer.params
+def _check_neurons(layer, where: str) -> None:
     if layer.single_spike:
         raise UserError(f"{where} has single_spike=True: NIR cannot express neurons held at "
                         f"reset after their spike; export a network trained without it")
     for name in ("alpha_v", "alpha_i"):
-        if getattr(p, name) >= 1.0:
+        if getattr(layer.params, name) >= 1.0:
             raise UserError(f"{where}: {name}=1 (no leak) has no finite NIR time constant "
                             f"(tau = dt / (1 - {name}))")
+
+
+def _neuron_node(nir, layer, shape: tuple, dt: float):
+    """The CubaLIF node of ``layer``'s neurons, of outputs ``shape`` (module docstring)."""
+    p = layer.params
     full = lambda v: np.full(shape, v, dtype=np.float64)  # noqa: E731
     tau_syn, tau_mem = dt / (1.0 - p.alpha_i), dt / (1.0 - p.alpha_v)
     bias = torch.zeros(()) if layer.bias is None else layer.bias.detach().cpu().double()
@@ -200,7 +204,7 @@ def export(net: SpikingNetwork, dt: float = DEFAULT_DT, *, reset: str = "warn",
     shape = tuple(int(n) for n in input_shape)
     in_shape = tuple(first.shape) if isinstance(first, Unflatten) else shape
     nodes, order = {"input": nir.Input(input_type={"input": np.array(in_shape)})}, ["input"]
-    x = torch.zeros((1, 1, *shape), dtype=next(net.parameters()).dtype)
+    x = torch.zeros((1, 1, *shape), dtype=next(net.parameters(), torch.zeros(())).dtype)
     with torch.no_grad():
         for i, layer in enumerate(layers):
             where = f"layer {i} ({type(layer).__name__})"
@@ -212,18 +216,20 @@ def export(net: SpikingNetwork, dt: float = DEFAULT_DT, *, reset: str = "warn",
                 x = layer(x)
                 shape = tuple(x.shape[2:])
                 continue
-            y = layer(x)
-            out = tuple((y.spikes if hasattr(y, "spikes") else y).shape[2:])
             if isinstance(layer, Flatten):
                 new = {f"l{i}_flatten": nir.Flatten(input_type={"input": np.array(shape)},
                                                     start_dim=0, end_dim=-1)}
             elif isinstance(layer, _Neurons):
                 kind, node = _synapse_node(nir, layer, shape, where)
+                _check_neurons(layer, where)
                 new = {f"l{i}_{kind}": node} if node is not None else {}
-                new[f"l{i}_cubalif"] = _neuron_node(nir, layer, out, dt, where)
             else:
                 raise UserError(f"{where}: NIR export takes LIFLayer, LIFConv2d, LIF, Flatten "
                                 f"and a first Unflatten")
+            y = layer(x)
+            out = tuple((y.spikes if hasattr(y, "spikes") else y).shape[2:])
+            if isinstance(layer, _Neurons):
+                new[f"l{i}_cubalif"] = _neuron_node(nir, layer, out, dt)
             nodes.update(new)
             order += list(new)
             x, shape = y, out
