@@ -122,11 +122,12 @@ def test_an_edited_graph_loads_with_its_own_constants():
     assert layer.params.alpha_v == pytest.approx(0.5) and layer.params.alpha_i == 0.9
 
 
-def foreign_graph(dt=1e-4, alphas=((0.8, 0.9), (0.7, 0.95)), thresholds=(0.7, 0.5)):
+def foreign_graph(dt=1e-4, sizes=(8, 6, 3), alphas=((0.8, 0.9), (0.7, 0.95)),
+                  thresholds=(0.7, 0.5)):
     """A graph as snnTorch's export writes its ``Synaptic`` neurons (tau = dt / (1 - alpha),
     r = tau_mem / dt, w_in = tau_syn / dt, v_leak = 0) behind ``Affine`` synapses."""
     rng = np.random.default_rng(4)
-    sizes, nodes = (8, 6, 3), {"input": nir.Input(input_type={"input": np.array([8])})}
+    nodes = {"input": nir.Input(input_type={"input": np.array([sizes[0]])})}
     for k, ((a, b), thr) in enumerate(zip(alphas, thresholds)):
         n = sizes[k + 1]
         full = lambda v: np.full(n, v)  # noqa: E731
@@ -136,7 +137,7 @@ def foreign_graph(dt=1e-4, alphas=((0.8, 0.9), (0.7, 0.95)), thresholds=(0.7, 0.
         nodes[f"lif{k}"] = nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem),
                                        r=full(tau_mem / dt), v_leak=full(0.0),
                                        v_threshold=full(thr), w_in=full(tau_syn / dt))
-    nodes["output"] = nir.Output(output_type={"output": np.array([3])})
+    nodes["output"] = nir.Output(output_type={"output": np.array([sizes[-1]])})
     names = list(nodes)
     return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])))
 
