@@ -29,7 +29,8 @@ FC_B = dict(alpha_v=0.8, alpha_i=0.9, threshold=0.45, beta_i=0.7, lambda_tim=0.3
 
 def fc_net(dtype=torch.float32, bias=True):
     torch.manual_seed(1)
-    net = SpikingNetwork([LIFLayer(12, 9, dtype=dtype, **FC_A), LIFLayer(9, 5, dtype=dtype, **FC_B)])
+    net = SpikingNetwork([LIFLayer(12, 9, dtype=dtype, **FC_A),
+                          LIFLayer(9, 5, dtype=dtype, **FC_B)])
     with torch.no_grad():
         for layer in net.spiking_layers:
             layer.weight.mul_(4.0)
@@ -206,10 +207,12 @@ def _insert(after, name, node):
     (_set("lif1", v_threshold=np.full(3, -1.0)), ["'lif1'", "threshold=-1", "> 0"]),
     (_set("lif0", v_threshold=np.ones(4)), ["'lif0'", "does not fit"]),
     (lambda g: g.edges.append(("lif1", "fc1")), ["several inputs or outputs"]),
-    (_insert("input", "delay", nir.Delay(delay=np.ones(8))), ["'delay'", "Delay", "does not load"]),
+    (_insert("input", "delay", nir.Delay(delay=np.ones(8))),
+     ["'delay'", "Delay", "does not load"]),
     (_insert("fc0", "scale", nir.Affine(weight=np.eye(6, dtype="f4"), bias=np.zeros(6, "f4"))),
      ["'scale' follows the synapse 'fc0'"]),
-    (_insert("lif1", "fc2", nir.Linear(weight=np.eye(3, dtype="f4"))), ["ends in the synapse 'fc2'"]),
+    (_insert("lif1", "fc2", nir.Linear(weight=np.eye(3, dtype="f4"))),
+     ["ends in the synapse 'fc2'"]),
     (_insert("input", "leaky", nir.LIF(tau=np.ones(8), r=np.ones(8), v_leak=np.zeros(8),
                                        v_threshold=np.ones(8))),
      ["'leaky'", "LIF neuron without a synaptic current"]),

@@ -75,12 +75,14 @@ def test_snntorch_refuses_our_v_bias():
 
 
 def test_foreign_graph_first_spikes_as_in_snntorch():
-    graph = foreign_graph(sizes=(8, 6), alphas=((0.8, 0.9),), thresholds=(0.7,))
+    """snnTorch's own gains (r = tau_mem / dt, w_in = tau_syn / dt) and its Affine bias. (Before
+    the first spike V is symmetric in the two decays; tests/test_nir.py checks them apart.)"""
+    graph = foreign_graph(sizes=(8, 6), alphas=((0.8, 0.9),), thresholds=(10.0,))
     net = antlr_nir.load(graph, dt=1e-4, reset="v_only").double()
-    x = spikes_in((6, 8), T=60, p=0.3, dtype=torch.float64)
+    x = spikes_in((6, 8), T=60, p=0.1, dtype=torch.float64)
     with torch.no_grad():
         ours = net(x).spikes
-    assert ours.sum(0).max() >= 2
+    assert (ours.sum(0) > 0).double().mean() > 0.5 and ours.sum(0).max() >= 2
     assert torch.equal(first_steps(ref.run_snntorch(graph, x, torch.float64)), first_steps(ours))
 
 

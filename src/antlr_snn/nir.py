@@ -19,8 +19,10 @@ V_bias``, term by term, when
 (NIR's current is ``beta_v`` times ours; ``r = tau_mem / dt`` is the gain snnTorch's importer
 requires). It is ``1 - dt/tau``, not ``exp(-dt/tau)``: the peers step by Euler, so the exp
 mapping would run with decays ``1 + ln(alpha)``. A decay of 1 (no leak) has no finite time
-constant and is refused. snnTorch 1.0.0's importer assumes ``dt = 1e-4`` (the default here);
-Norse takes ``dt`` as an argument.
+constant and is refused. A spike is ``V >= threshold`` here (Eq. 3), ``V > v_threshold`` in
+NIR (equality is a tie of measure zero). snnTorch 1.0.0's importer assumes ``dt = 1e-4`` (the
+default here) and refuses ``v_leak`` != 0; Norse 1.1.0 takes ``dt`` but also feeds ``v_leak``
+to the synaptic current; both read NIR's ``Flatten`` dims as a batch's (docs/nir.md).
 
 The synapses: ``LIFLayer`` -> ``Linear``, ``LIFConv2d`` -> ``Conv2d`` (bias 0), ``LIF`` around
 ``nn.Linear`` -> ``Affine``, ``nn.Conv2d`` -> ``Conv2d``, ``nn.AvgPool2d`` -> ``AvgPool2d``
@@ -58,17 +60,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from antlr_snn._nir_load import (KEPT, chain, constants, dtype_of, layer_of, pair,
+                                 saved_constants, synapse_module)
 from antlr_snn.errors import DataNotFound, UserError, one_line
-from antlr_snn.layers import (LIF, Flatten, LIFConv2d, LIFLayer, SpikingNetwork, Unflatten,
-                              _Neurons)
+from antlr_snn.layers import Flatten, LIFConv2d, LIFLayer, SpikingNetwork, Unflatten, _Neurons
 
 __all__ = ["export", "load", "write", "read", "NIRResetWarning", "RESETS", "DEFAULT_DT"]
 
 RESETS = ("warn", "v_only", "error")
 DEFAULT_DT = 1e-4  # the step snnTorch's importer assumes
-#: The neuron keywords kept in a CubaLIF node's metadata, for an exact way back.
-_KEPT = ("alpha_v", "alpha_i", "beta_v", "beta_i", "beta_bias", "threshold", "surrogate_scale",
-         "surrogate_width", "vstar_min", "method", "lambda_act", "lambda_tim", "eps_derivative")
 
 
 class NIRResetWarning(UserWarning):
@@ -133,18 +133,14 @@ def _synapse_node(nir, layer, shape_in: tuple, where: str):
                                   padding=m.padding, dilation=m.dilation, groups=m.groups,
                                   bias=b)
     if isinstance(m, nn.AvgPool2d) and not m.ceil_mode and m.divisor_override in (None, 1) \
-            and (m.count_include_pad or m.divisor_override == 1 or not any(_pair(m.padding))):
+            and (m.count_include_pad or m.divisor_override == 1 or not any(pair(m.padding))):
         kind = nir.SumPool2d if m.divisor_override == 1 else nir.AvgPool2d
-        k = _pair(m.kernel_size)
-        return "pool", kind(kernel_size=np.array(k), padding=np.array(_pair(m.padding)),
-                            stride=np.array(_pair(m.stride) if m.stride else k))
+        k = pair(m.kernel_size)
+        return "pool", kind(kernel_size=np.array(k), padding=np.array(pair(m.padding)),
+                            stride=np.array(pair(m.stride) if m.stride else k))
     raise UserError(f"{where}: NIR export takes LIF synapses nn.Linear, nn.Conv2d, "
                     f"nn.AvgPool2d (ceil_mode off; divisor_override None or 1) and "
                     f"nn.Identity, got {m!r}")
-
-
-def _pair(v) -> tuple:
-    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
 def _check_neurons(layer, where: str) -> None:
@@ -164,7 +160,7 @@ def _neuron_node(nir, layer, shape: tuple, dt: float):
     tau_syn, tau_mem = dt / (1.0 - p.alpha_i), dt / (1.0 - p.alpha_v)
     bias = torch.zeros(()) if layer.bias is None else layer.bias.detach().cpu().double()
     bias = (bias.view(-1, 1, 1) if isinstance(layer, LIFConv2d) else bias).expand(shape)
-    meta = {k: v for k, v in layer.neuron_kwargs().items() if k in _KEPT}
+    meta = {k: v for k, v in layer.neuron_kwargs().items() if k in KEPT}
     return nir.CubaLIF(
         tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(tau_mem / dt),
         v_leak=(p.beta_bias * tau_mem / dt) * bias.numpy().copy(),
@@ -260,143 +256,6 @@ def read(path: str):
 
 # ----------------------------------------------------------------------------- load
 
-def _chain(nir, graph) -> list:
-    """The node names from the Input to the Output of a chain graph."""
-    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
-    if len(inputs) != 1:
-        raise UserError(f"the NIR graph has {len(inputs)} Input nodes; only graphs with one "
-                        f"input load")
-    succ, pred = {}, {}
-    for a, b in graph.edges:
-        succ.setdefault(a, []).append(b)
-        pred.setdefault(b, []).append(a)
-    for k in graph.nodes:
-        if len(succ.get(k, ())) > 1 or len(pred.get(k, ())) > 1:
-            raise UserError(f"NIR node {k!r} has several inputs or outputs; only chains "
-                            f"(feed-forward, no branches or recurrence) load")
-    chain = inputs
-    while succ.get(chain[-1]):
-        if succ[chain[-1]][0] in chain:
-            raise UserError(f"NIR node {chain[-1]!r} feeds back to {succ[chain[-1]][0]!r}; "
-                            f"recurrent graphs do not load")
-        chain.append(succ[chain[-1]][0])
-    if not isinstance(graph.nodes[chain[-1]], nir.Output) or len(chain) != len(graph.nodes):
-        rest = sorted(set(graph.nodes) - set(chain)) or [chain[-1]]
-        raise UserError(f"the NIR graph is not one chain from its Input to an Output "
-                        f"(node {rest[0]!r} is off it)")
-    return chain
-
-
-def _pair2(v) -> tuple:
-    a = np.array(v).reshape(-1)
-    return _pair(tuple(a) if a.size == 2 else int(a[0]))
-
-
-def _synapse_module(nir, name, node) -> nn.Module:
-    """The torch module of a NIR synapse node (``nn.Identity`` for none)."""
-    if node is None:
-        return nn.Identity()
-    if isinstance(node, (nir.Linear, nir.Affine)):
-        w = torch.from_numpy(np.array(node.weight))
-        if w.dim() != 2:
-            raise UserError(f"NIR node {name!r}: weight of shape {tuple(w.shape)}; only 2-d "
-                            f"weights load")
-        b = getattr(node, "bias", None)
-        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype)
-    elif isinstance(node, nir.Conv2d):
-        w = torch.from_numpy(np.array(node.weight))
-        pad = node.padding if isinstance(node.padding, str) else _pair2(node.padding)
-        groups, b = int(node.groups), node.bias
-        m = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
-                      _pair2(node.stride), pad, _pair2(node.dilation), groups,
-                      bias=b is not None, dtype=w.dtype)
-    elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
-        return nn.AvgPool2d(*map(_pair2, (node.kernel_size, node.stride, node.padding)),
-                            divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
-    else:
-        raise UserError(f"NIR node {name!r} is a {type(node).__name__}, which antlr-snn does "
-                        f"not load (it takes Linear, Affine, Conv2d, AvgPool2d, SumPool2d, "
-                        f"Flatten and CubaLIF)")
-    m.weight.data = w
-    if b is not None:
-        m.bias.data = torch.from_numpy(np.array(b)).to(w.dtype)
-    return m
-
-
-def _constants(name, node, shape, dt: float, saved) -> tuple:
-    """The neuron keywords and V_bias ``[*shape]`` of a CubaLIF node (module docstring)."""
-    def one(field, uniform=True):
-        try:
-            a = np.broadcast_to(np.asarray(getattr(node, field), np.float64), shape)
-        except ValueError:
-            raise UserError(f"NIR node {name!r}: {field} of shape "
-                            f"{np.shape(getattr(node, field))} does not fit the {shape} "
-                            f"outputs of the synapse before it") from None
-        if uniform and not np.allclose(a, a.flat[0], rtol=1e-6, atol=0):
-            raise UserError(f"NIR node {name!r}: {field} differs between neurons ({a.min():g} "
-                            f"to {a.max():g}); an antlr-snn layer has one value")
-        return a if not uniform else float(a.flat[0])
-
-    v_leak = one("v_leak", uniform=False)
-    tau_syn, tau_mem, r, w_in, thr, v_reset = map(one, ("tau_syn", "tau_mem", "r", "w_in",
-                                                       "v_threshold", "v_reset"))
-    if v_reset != 0.0:
-        raise UserError(f"NIR node {name!r}: v_reset={v_reset:g}; antlr-snn neurons reset to 0")
-    for field, tau in (("tau_syn", tau_syn), ("tau_mem", tau_mem)):
-        if not tau > dt:
-            raise UserError(f"NIR node {name!r}: {field}={tau:g} is not longer than the step "
-                            f"dt={dt:g}, so the decay 1 - dt/{field} is not in (0, 1)")
-    kw = {"alpha_i": 1 - dt / tau_syn, "alpha_v": 1 - dt / tau_mem, "beta_i": dt * w_in / tau_syn,
-          "beta_v": dt * r / tau_mem, "beta_bias": 1.0, "threshold": thr}
-    if saved is not None:  # written by export: its exact constants, if the node still agrees
-        a_i, a_v = saved["alpha_i"], saved["alpha_v"]
-        want = (dt / (1 - a_i), dt / (1 - a_v), 1 / (1 - a_v),
-                saved["beta_i"] * saved["beta_v"] / (1 - a_i), saved["threshold"])
-        if np.allclose(want, (tau_syn, tau_mem, r, w_in, thr), rtol=1e-9, atol=0):
-            kw = saved
-    for k in ("beta_i", "beta_v", "threshold"):
-        if not (math.isfinite(kw[k]) and kw[k] > 0):
-            raise UserError(f"NIR node {name!r}: gives {k}={kw[k]:g}; it must be > 0")
-    return kw, torch.from_numpy(v_leak * (1 - kw["alpha_v"]) / kw["beta_bias"])
-
-
-def _saved(node):
-    meta = getattr(node, "metadata", None)
-    saved = meta.get("antlr_snn") if isinstance(meta, dict) else None
-    if not isinstance(saved, dict) or not set(_KEPT) <= set(saved):
-        return None
-    return {k: (str(saved[k]) if k in ("method", "eps_derivative") else float(saved[k]))
-            for k in _KEPT}
-
-
-def _layer(m: nn.Module, kw: dict, bias: torch.Tensor):
-    """The spiking layer of synapse ``m``, neurons ``kw`` and V_bias ``bias`` (the outputs'
-    shape): LIFLayer or LIFConv2d where they express it, else LIF around ``m``."""
-    no_bias = getattr(m, "bias", None) is None or not torch.any(m.bias)
-    channel = bias.flatten(1)[:, 0] if bias.dim() == 3 else None
-    if isinstance(m, nn.Linear) and no_bias:
-        layer = LIFLayer(m.in_features, m.out_features, dtype=m.weight.dtype, **kw)
-    elif (isinstance(m, nn.Conv2d) and no_bias and m.groups == 1 and m.dilation == (1, 1)
-          and not isinstance(m.padding, str)
-          and torch.equal(bias, channel.view(-1, 1, 1).expand(bias.shape))):
-        layer = LIFConv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
-                          padding=m.padding, dtype=m.weight.dtype, **kw)
-        bias = channel
-    else:
-        layer = LIF(m, bias_shape=tuple(bias.shape) if torch.any(bias) else None, **kw)
-        if layer.bias is None:
-            return layer
-    with torch.no_grad():
-        if not isinstance(layer, LIF):
-            layer.weight.copy_(m.weight)
-        layer.bias.copy_(bias)
-    return layer
-
-
-def _dtype(m: nn.Module) -> torch.dtype:
-    return next(iter(m.parameters()), torch.zeros(())).dtype
-
-
 def load(graph, dt: float = None, *, reset: str = "warn") -> SpikingNetwork:
     """The :class:`~antlr_snn.layers.SpikingNetwork` of a NIR graph (or ``.nir`` file).
 
@@ -422,18 +281,18 @@ def load(graph, dt: float = None, *, reset: str = "warn") -> SpikingNetwork:
     dt = _check_dt(dt)
     if not ours:
         _check_reset(reset, "the loaded network")
-    chain = _chain(nir, graph)
-    shape = tuple(int(n) for n in np.array(graph.nodes[chain[0]].input_type["input"]))
+    names = chain(nir, graph)
+    shape = tuple(int(n) for n in np.array(graph.nodes[names[0]].input_type["input"]))
     modules = [Unflatten(shape)] if ours and "flat_input" in meta else []
     pending = (None, None)
-    for name in chain[1:-1]:
+    for name in names[1:-1]:
         node = graph.nodes[name]
         if isinstance(node, nir.CubaLIF):
-            m = _synapse_module(nir, *pending)
+            m = synapse_module(nir, *pending)
             with torch.no_grad():
-                shape = tuple(m(torch.zeros((1, *shape), dtype=_dtype(m))).shape[1:])
-            kw, bias = _constants(name, node, shape, dt, _saved(node) if ours else None)
-            modules.append(_layer(m, kw, bias.to(_dtype(m))))
+                shape = tuple(m(torch.zeros((1, *shape), dtype=dtype_of(m))).shape[1:])
+            kw, bias = constants(name, node, shape, dt, saved_constants(node) if ours else None)
+            modules.append(layer_of(m, kw, bias.to(dtype_of(m))))
             pending = (None, None)
         elif pending[1] is not None:
             raise UserError(f"NIR node {name!r} follows the synapse {pending[0]!r} without "
@@ -449,7 +308,7 @@ def load(graph, dt: float = None, *, reset: str = "warn") -> SpikingNetwork:
             raise UserError(f"NIR node {name!r} is an LIF neuron without a synaptic current; "
                             f"antlr-snn neurons always have one (Eq. 1, alpha_i > 0)")
         else:
-            _synapse_module(nir, name, node)  # a UserError for unknown nodes
+            synapse_module(nir, name, node)  # a UserError for unknown nodes
             pending = (name, node)
     if pending[1] is not None:
         raise UserError(f"the NIR graph ends in the synapse {pending[0]!r}; antlr-snn "
