@@ -96,21 +96,24 @@ def _steps(graph, step, x):
         return torch.stack([step(x[t]).reshape(x.shape[1], *shape) for t in range(x.shape[0])])
 
 
-def run_snntorch(graph, x: torch.Tensor) -> torch.Tensor:
-    """Output spikes of ``graph`` in snnTorch (``import_from_nir``; it steps with dt=1e-4)."""
+def run_snntorch(graph, x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Output spikes of ``graph`` in snnTorch (``import_from_nir``; it steps with dt=1e-4),
+    its modules and states in ``dtype`` (its spikes are float32 whatever the dtype, so float64
+    runs only a one-layer graph)."""
     import contextlib
     import io
     from snntorch.import_nir import import_from_nir
     if _per_sample(graph) and x.shape[1] > 1:
-        return torch.cat([run_snntorch(graph, x[:, b:b + 1]) for b in range(x.shape[1])], 1)
+        return torch.cat([run_snntorch(graph, x[:, b:b + 1], dtype) for b in range(x.shape[1])],
+                         1)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
-        module = import_from_nir(graph)
+        module = import_from_nir(graph).to(dtype)
     for m in module.modules():  # init_hidden neurons keep their state inside
         if hasattr(m, "reset_mem"):
             m.reset_mem()
 
     def step(xt):
-        out = module(xt.float())
+        out = module(xt.to(dtype))
         return out[0] if isinstance(out, tuple) else out
     return _steps(graph, step, x)
 
