@@ -200,7 +200,8 @@ def export(net: SpikingNetwork, dt: float = DEFAULT_DT, *, reset: str = "warn",
     shape = tuple(int(n) for n in input_shape)
     in_shape = tuple(first.shape) if isinstance(first, Unflatten) else shape
     nodes, order = {"input": nir.Input(input_type={"input": np.array(in_shape)})}, ["input"]
-    x = torch.zeros((1, 1, *shape), dtype=next(net.parameters(), torch.zeros(())).dtype)
+    ref = next(net.parameters(), torch.zeros(()))
+    x = torch.zeros((1, 1, *shape), dtype=ref.dtype, device=ref.device)  # shapes, layer by layer
     with torch.no_grad():
         for i, layer in enumerate(layers):
             where = f"layer {i} ({type(layer).__name__})"
