@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "evaluate": ("antlr_snn.experiments.evaluate", "score a checkpoint on a test split"),
     "spike-train": ("antlr_snn.experiments.spike_train", "random spike-train matching (Fig. 6)"),
     "landscape": ("antlr_snn.experiments.landscape", "estimated loss landscapes (Fig. 5)"),
+    "export": ("antlr_snn.experiments.export", "a checkpoint's network as a NIR graph (hardware)"),
 }
 
 #: Errors of the file system or the machine, not of antlr-snn: shown as one line (exit 2).
