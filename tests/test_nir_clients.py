@@ -167,7 +167,7 @@ def test_export_command_writes_a_graph_that_loads_back(checkpoint, tmp_path, cap
     (["--out", "{tmp}/missing/net.nir"], ["does not exist"]),
     (["--out", "{tmp}"], ["is a folder"]),
     (["--checkpoint", "{tmp}/none.pt"], ["none.pt not found"]),
-    (["--checkpoint", "{tmp}/junk.pt"], ["junk.pt is not a readable checkpoint"]),
+    (["--checkpoint", "{tmp}/junk.pt"], ["junk.pt is not an antlr-snn checkpoint"]),
 ])
 def test_export_command_errors_are_one_line(checkpoint, tmp_path, capsys, flags, needles):
     (tmp_path / "junk.pt").write_bytes(b"junk")
