@@ -25,8 +25,8 @@ class Norse(System):
         self.cells = [nt.LIFCell(p=p, dt=1e-3) for _ in self.fcs]
         self.mods = torch.nn.ModuleList([*self.fcs, *self.cells]).to(self.device)
         if compiled:  # every instance and layer shape is a new graph: room for all of them
-            import torch._dynamo
-            torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+            from torch import _dynamo
+            _dynamo.config.cache_size_limit = max(64, _dynamo.config.cache_size_limit)
         self.steps = [torch.compile(c) if compiled else c for c in self.cells]
         self.make_opt()
 
