@@ -137,7 +137,24 @@ def part_scaling(res) -> list:
              "Peak working memory of a training step, MB:", "",
              grid(lambda p, n: p["memory"][n]["step"]), "",
              "Minor page faults per training step (median; fresh 4 KB pages the step touched):",
-             "", grid(lambda p, n: round(p["faults"][n])), ""]
+             "", grid(lambda p, n: round(p["faults"][n])), "",
+             "glibc gives every allocation above its mmap threshold (at most 32 MB) fresh pages "
+             "and unmaps them on free; antlr-snn's numba kernels take their large buffers from "
+             "`antlr_snn.buffers`, which hands a buffer out again once nothing holds it.", ""]
+    if all(c in sc for c in ("mnist", "mnist_T300", "mnist_T1000")):
+        lines += ["Training step time per time step, ms (a constant row is linear in T):", "",
+                  "| system | T = 100 | T = 300 | T = 1000 |", "|---|---:|---:|---:|"]
+        for n in names:
+            per = [1e3 * sc[c]["train"][n] / sc[c]["cfg"]["T"]
+                   for c in ("mnist", "mnist_T300", "mnist_T1000")]
+            lines.append(f"| {label({'info': info}, n)} | "
+                         + " | ".join(f"{v:.3f}" for v in per) + " |")
+        lines.append("")
+    if nm:
+        fp = min(PEERS, key=lambda p: nm["train"][p])
+        lines += [f"N-MNIST shape: ANTLR {1e3 * nm['train']['antlr']:.1f} ms = "
+                  f"{nm['train']['antlr'] / nm['train'][fp]:.2f}x the fastest peer "
+                  f"({label(nm, fp)}).", ""]
     return lines
 
 
@@ -207,6 +224,44 @@ def part_compile(res) -> list:
             f"{cached['first_bptt_step']:.2f} s.", ""]
 
 
+FAST_PATH = """## How the fast paths work
+
+The choice of backend is made in one place, `antlr_snn.kernels.backend_for`: numba for CPU
+float32/float64 tensors, triton for CUDA tensors, the pure-PyTorch reference
+(`antlr_snn.neuron`, every equation's one home) otherwise or when asked
+(`ANTLR_SNN_KERNELS=reference`, row "reference backend").
+
+- numba (CPU): a fully connected layer runs in one piece. Its input spikes are scanned once
+  into a CSR list (used below 10% density); each step's input current is the sum of the weight
+  rows of its spikes, gathered inside the compiled recurrence (Eq. 1-3); the backward is one
+  compiled reverse sweep (sigma(V) from torch's own exp, Eq. 8, both adjoint traces), the
+  weight gradient `A^T S_in` a scatter over the spiking inputs only, and narrow layers get the
+  gradients for the layer below in one pass. Rows run on torch's thread count; the kernels'
+  large buffers come from the `antlr_snn.buffers` pool. Other synapses (a convolution, a
+  pooling) run through torch and autograd, the neuron in the compiled loops.
+- triton (CUDA): the synapse is torch's (cuBLAS/cuDNN, and autograd for Eq. 9 and 10); the
+  neuron is one fused kernel per layer and direction over the batch x neuron lanes that walks
+  t in registers (the forward; sigma(V), V*, Eq. 8, the U, A (and Q) traces, A_diff and the
+  sum of U in one reverse sweep; BPTT with the reset path). No host synchronisation in a step
+  with `antlr_snn.set_checks(False)`, so a step can be captured in a CUDA graph.
+
+`tests/test_kernels.py` (numba, float64, 1e-12) and `tests/test_triton.py` (triton, in
+Triton's CPU interpreter without a GPU; float32, 1e-5) check that each gives exactly the
+reference's spikes and its gradients: all four methods, single-spike, replicas, the central
+kernel derivative, dense, conv and pooling synapses.
+"""
+
+NOTES = """## Notes
+
+- Every system computes in float32. The peers run their input projection for all steps as one
+  product (their fastest form); SpikingJelly's CPU path is its torch implementation (a Python
+  loop with a hand-written backward).
+- SpikingJelly 2.x has no CuPy backend; its CUDA implementations are "cuda" (native kernels)
+  and "triton", chosen per process by `SJ_LIF_CUDA_IMPLEMENTATION`.
+- Memory excludes weights, optimiser state and the input batch; on the CPU it is measured with
+  the buffer pool off, so it counts every buffer a step needs.
+"""
+
 METHOD = """## How it is measured
 
 `benchmarks/step_vs_peers.py` drives one module per system family (`benchmarks/ours.py`,
@@ -232,7 +287,7 @@ def write(res: dict, path=None) -> str:
         fn = globals().get(f"part_{name}")
         if fn is not None and name in res:
             lines += fn(res)
-    text = "\n".join(lines + [METHOD])
+    text = "\n".join(lines + [FAST_PATH, NOTES, METHOD])
     if path:
         from antlr_snn.files import atomic_write_text
         Path(path).parent.mkdir(parents=True, exist_ok=True)
