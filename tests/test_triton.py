@@ -209,6 +209,26 @@ def test_half_inputs_run_with_float32_state(half):
         assert rel(u.float(), v) <= 1e-2
 
 
+def test_training_under_autocast():
+    """bfloat16 autocast: the synapse's products in bfloat16, the triton neuron with float32
+    state; the timing channel's gradient meets the float32 weights (any backend)."""
+    grads = {}
+    for backend in ("triton", "reference"):
+        torch.manual_seed(0)
+        net = scaled(SpikingNetwork([16, 12, 5], device=DEV, threshold=0.3), 4.0, 0.2)
+        labels = torch.tensor([1, 2], device=DEV)
+        with kernels.use_backend(backend), torch.autocast(DEV, dtype=torch.bfloat16):
+            out = net(spikes(20, (2,), (16,), 0.1, F32))
+            loss = (losses.latency_loss(out, labels)
+                    + losses.at_least_one_spike_loss(out, labels))
+        loss.backward()
+        assert out.spikes.dtype == torch.bfloat16 and out.layers[0].spikes.sum() > 0
+        grads[backend] = [p.grad for p in net.parameters()]
+        assert all(g.dtype == F32 and torch.isfinite(g).all() for g in grads[backend])
+    for a, b in zip(grads["triton"], grads["reference"]):  # float32 vs bfloat16 state
+        assert rel(a, b) <= 0.1
+
+
 def test_empty_batch_and_one_step():
     be, ref = kernels.get("triton"), kernels.get("reference")
     p = LIFParameters.create(**ODD)
