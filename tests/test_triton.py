@@ -8,6 +8,10 @@ equal, gradients within 1e-5 relative in float32 (1e-12 in float64). The constan
 the defaults (alpha_v != alpha_i, beta_v != beta_bias, ...), so swapped terms cannot hide.
 Shapes are small: the interpreter runs every operation of a kernel as a numpy call.
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -262,6 +266,50 @@ def test_backend_choice_and_errors():
         assert kernels.binary_check(y) == "nan"
         with pytest.raises(antlr_snn.errors.UserError, match="must be binary"):
             LIFLayer(9, 2, device=DEV)(y.nan_to_num())
+
+
+COMPILE = """
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from antlr_snn.kernels import triton_gpu as tg
+assert not tg.INTERPRETED
+
+
+def ptx(fn, sig, **consts):
+    sig = {**sig, **{k: "constexpr" for k in consts}}
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=tg.LAUNCH_OPTIONS).asm["ptx"]
+
+
+for dt in ("fp32", "fp64", "bf16"):
+    P, C = "*" + dt, "*fp64" if dt == "fp64" else "*fp32"
+    ct = tl.float64 if dt == "fp64" else tl.float32
+    lanes = dict(T="i32", L="i32")
+    fwd = ptx(tg._forward_kernel, dict(x_ptr=P, bterm_ptr=C, c_ptr=C, s_ptr=P, v_ptr=P,
+              i_ptr=P, **lanes), SINGLE=True, KEEP_I=True, CT=ct, BLOCK=128)
+    assert "fma" not in fwd, "the forward must not contract mul + add (spikes change)"
+    bwd = ptx(tg._backward_kernel, dict(gs_ptr=P, gd_ptr=P, gv_ptr=P, s_ptr=P, v_ptr=P,
+              c_ptr=C, a_ptr=P, ad_ptr=P, usum_ptr=P, **lanes), USE_ACT=True, USE_TIM=True,
+              USE_GV=True, SINGLE=True, WANT_AD=True, CENTRAL=True, CT=ct,
+              F64=dt == "fp64", BLOCK=128)
+    if dt != "fp64":
+        assert "div.rn.f32" in bwd and "div.full" not in bwd and "div.approx" not in bwd
+    ptx(tg._bptt_kernel, dict(gs_ptr=P, gv_ptr=P, s_ptr=P, v_ptr=P, i_ptr=P, c_ptr=C, gi_ptr=P,
+        gvsum_ptr=P, **lanes), USE_GS=True, USE_GV=True, SINGLE=True, CT=ct, BLOCK=128)
+    ptx(tg._binary_kernel, dict(x_ptr=P, flag_ptr="*i32", N="i64"), BLOCK=1024)
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_a_gpu():
+    """The interpreter is more forgiving than the compiler: compile every kernel for sm_90
+    (frontend, MLIR, ptxas; no GPU needed) and check the PTX: no contracted multiply-add in
+    the forward, round-to-nearest division."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0 and "compiled" in res.stdout, res.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------- CUDA only

@@ -50,13 +50,13 @@ import triton.language as tl
 
 from antlr_snn.errors import UserError
 
-__all__ = ["TritonBackend", "INTERPRETED", "DTYPES"]
+__all__ = ["TritonBackend", "INTERPRETED", "DTYPES", "LAUNCH_OPTIONS"]
 
 #: Input dtypes the kernels take (half precisions computed in float32).
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
-# indices into the constant tensor (see _constants)
-_AI, _AV, _BI, _BV, _TH, _SCALE, _NEGW, _VMIN, _LACT, _LTIM, _BVAI = range(11)
+# indices into the constant tensor (see _constants); constexpr, so that kernels may read them
+_AI, _AV, _BI, _BV, _TH, _SCALE, _NEGW, _VMIN, _LACT, _LTIM, _BVAI = map(tl.constexpr, range(11))
 
 
 def _interpreting() -> bool:
@@ -276,13 +276,15 @@ def _constants(p, dtype, device, lambda_act: float = 0.0, lambda_tim: float = 0.
     """The neuron constants as a device tensor of the compute dtype (each rounded from the
     Python float as torch rounds a scalar operand); ``beta_v alpha_i`` is formed in double
     first, as the reference's Python expression forms it."""
-    values = [0.0] * 11
-    for i, v in ((_AI, p.alpha_i), (_AV, p.alpha_v), (_BI, p.beta_i), (_BV, p.beta_v),
-                 (_TH, p.threshold), (_SCALE, p.surrogate_scale), (_NEGW, -p.surrogate_width),
-                 (_VMIN, p.vstar_min), (_LACT, lambda_act), (_LTIM, lambda_tim),
-                 (_BVAI, p.beta_v * p.alpha_i)):
-        values[i] = float(v)
-    return _constants_cached(tuple(values), dtype, torch.device(device))
+    values = (p.alpha_i, p.alpha_v, p.beta_i, p.beta_v, p.threshold, p.surrogate_scale,
+              -p.surrogate_width, p.vstar_min, lambda_act, lambda_tim, p.beta_v * p.alpha_i)
+    # (in the order of the indices _AI ... _BVAI)
+    return _constants_cached(tuple(map(float, values)), dtype, torch.device(device))
+
+
+#: Compile options of every launch: no contraction of a multiply and an add into an FMA (the
+#: reference rounds each operation; a contracted one can move V across the threshold).
+LAUNCH_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}
 
 
 def _launch(kernel, L: int, *args, **meta):
@@ -290,7 +292,7 @@ def _launch(kernel, L: int, *args, **meta):
     one large block in the interpreter, where each operation is a numpy call."""
     block = min(4096, triton.next_power_of_2(max(L, 1))) if INTERPRETED else 128
     grid = (triton.cdiv(L, block),)
-    kernel[grid](*args, BLOCK=block, num_warps=4, enable_fp_fusion=False, **meta)
+    kernel[grid](*args, BLOCK=block, **LAUNCH_OPTIONS, **meta)
 
 
 def _flat(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
