@@ -19,9 +19,9 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 print(torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name(0))" \
     || exit 1
 status=0
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_triton.py \
+timeout 110 "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_triton.py \
     2>&1 | tee "$OUT/test_triton.log" || status=1
-timeout 45 "$PY" -m antlr_snn train --device cuda --epochs 1 --max-train 256 --max-eval 64 \
+timeout 30 "$PY" -m antlr_snn train --device cuda --epochs 1 --max-train 256 --max-eval 64 \
     --quiet --out "$OUT/train-cuda" 2>&1 | tail -3 | tee "$OUT/train-cuda.log" || status=1
 timeout 150 "$PY" benchmarks/step_vs_peers.py --sections cuda --reps 5 \
     --json "$OUT/cuda.json" --out "$OUT/cuda.md" 2>&1 | tee "$OUT/bench-cuda.log" || status=1

@@ -200,9 +200,18 @@ def section_cuda(args, res):
             for label in list(handles):
                 handles[label][0].drop(label)
             local.close()
+            _save(args, res)  # per shape: a time limit that stops the run keeps the others
     finally:
         for w in sj.values():
             w.close()
+
+
+def _save(args, res) -> None:
+    """The results so far (``--json``) and their report (``--out``)."""
+    if getattr(args, "json", None):
+        atomic_write_text(args.json, json.dumps(res, indent=1, default=str))
+    if getattr(args, "out", None):
+        report.write(res, args.out)
 
 
 def main(argv=None):
@@ -255,8 +264,7 @@ def main(argv=None):
             res["compile"] = compile_cost()
         else:
             globals()[f"section_{name}"](args, res)
-        if args.json:  # after every section: a crash later keeps what was measured
-            atomic_write_text(args.json, json.dumps(res, indent=1, default=str))
+        _save(args, res)  # after every section: a crash later keeps what was measured
     print(report.write(res, args.out))
 
 
