@@ -312,6 +312,28 @@ def test_kernels_compile_for_a_gpu():
     assert res.returncode == 0 and "compiled" in res.stdout, res.stderr[-3000:]
 
 
+def test_a_missing_triton_warns_once_and_cuda_takes_the_reference(monkeypatch):
+    import builtins
+    import warnings
+    real_import = builtins.__import__
+
+    def no_triton(name, *args, **kwargs):
+        if name == "triton" or name.startswith("triton."):
+            raise ImportError("No module named 'triton'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "_loaded", {"reference": kernels._reference})
+    monkeypatch.setattr(kernels, "_failed", {})
+    monkeypatch.delitem(sys.modules, "antlr_snn.kernels.triton_gpu", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_triton)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = torch.empty(3, device="meta")  # not a CPU tensor: auto asks for triton
+        assert kernels.backend_for(meta).name == kernels.backend_for(meta).name == "reference"
+    msgs = [str(w.message) for w in caught if "triton backend is unavailable" in str(w.message)]
+    assert len(msgs) == 1 and "antlr-snn[gpu]" in msgs[0]
+
+
 # ----------------------------------------------------------------------------- CUDA only
 def _train_step(net, opt, x, labels):
     opt.zero_grad(set_to_none=False)
