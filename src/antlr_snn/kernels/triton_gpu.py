@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -75,6 +76,7 @@ if INTERPRETED:  # numpy's exp; the interpreter has no libdevice
     _math = tl.math
 else:  # tl.exp is ex2.approx on NVIDIA GPUs; libdevice's exp is CUDA's accurate expf/exp
     from triton.language.extra import libdevice as _math
+
 
 @triton.jit
 def _first_spike(s_ptr, lanes, mask, T, Lw, BLOCK: tl.constexpr):
@@ -312,7 +314,7 @@ class TritonBackend:
     def lif_forward(self, x, bias, p, single_spike, keep_current):
         cdt = _compute_dtype(x.dtype)
         x = _flat(x)
-        T, L = x.shape[0], x[0].numel() if x.shape[0] else 0
+        T, L = x.shape[0], math.prod(x.shape[1:])
         S, V = torch.empty_like(x), torch.empty_like(x)
         I = torch.empty_like(x) if keep_current else None
         if T * L == 0:
@@ -331,7 +333,7 @@ class TritonBackend:
         gd = _flat(grad_d) if cfg.lambda_tim != 0.0 else None
         gv = _flat(grad_v)
         S, V = _flat(S), _flat(V)
-        T, L = S.shape[0], S[0].numel() if S.shape[0] else 0
+        T, L = S.shape[0], math.prod(S.shape[1:])
         A = torch.empty_like(S)
         Ad = torch.empty_like(S) if want_diff else None
         usum = S.new_empty(S.shape[1:])
@@ -349,7 +351,7 @@ class TritonBackend:
         cdt = _compute_dtype(S.dtype)
         gs, gv = _flat(grad_s), _flat(grad_v)
         S, V, I = _flat(S), _flat(V), _flat(I)
-        T, L = S.shape[0], S[0].numel() if S.shape[0] else 0
+        T, L = S.shape[0], math.prod(S.shape[1:])
         GI = torch.empty_like(S)
         gvsum = S.new_empty(S.shape[1:])
         if T * L == 0:
