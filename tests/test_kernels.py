@@ -266,6 +266,19 @@ def test_backend_choice_and_switches():
     assert res.stdout.split() == ["reference", "reference"], res.stderr
 
 
+def test_cpu_autocast_takes_a_backend_for_the_lowered_current():
+    """Under bfloat16 autocast a convolution's current is bfloat16: the automatic choice runs
+    it on a backend that takes it (numba does not), a forced numba says why it cannot."""
+    torch.manual_seed(0)
+    conv = LIFConv2d(2, 4, 3, threshold=0.2)
+    x = sparse_input(10, (2,), (2, 8, 8), density=0.3).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+        assert out.spikes.dtype == torch.bfloat16 and out.spikes.sum() > 0
+        with kernels.use_backend("numba"), pytest.raises(ValueError, match="bfloat16"):
+            conv(x)
+
+
 def test_a_broken_numba_warns_once_and_falls_back(monkeypatch):
     import builtins
     real_import = builtins.__import__
