@@ -176,8 +176,8 @@ class _Neurons(nn.Module):
         return SpikeOutput(S, d, V, method=self.method)
 
     def _synapse_and_neurons(self, syn, s_in, d_in, bias) -> SpikeOutput:
-        backend = kernels.backend_for(s_in).name
         x = syn(s_in)
+        backend = kernels.backend_for(x).name  # of the current: autocast may have lowered it
         x_d = None if self.method == "bptt" else methods.timing_current(d_in, s_in, syn, x.shape)
         return self._neurons(x, x_d, bias, backend)
 

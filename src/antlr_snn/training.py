@@ -277,7 +277,8 @@ def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runt
         spikes = _spike_sums(out, cfg.preset["decision"])
         stats = torch.stack([loss.detach() * n_local,
                              (_decide(out, cfg.preset["decision"]) == y).sum(),
-                             spikes[0], spikes[1], torch.tensor(n_local)]).double().cpu()
+                             spikes[0], spikes[1],
+                             torch.tensor(n_local, device=y.device)]).double().cpu()
     for p in net.parameters():  # authors: NaN gradients to 0, then clip elementwise
         if p.grad is not None:
             p.grad.nan_to_num_(nan=0.0)
@@ -302,7 +303,7 @@ def evaluate(net, split: Split, decision: str, rt: Runtime = Runtime(), workers:
         earliest, most = decode.earliest_spike(out), decode.most_spikes(out)
         sp = _spike_sums(out, decision)
         sums += torch.stack([(earliest == y).sum(), (most == y).sum(), *sp,
-                             torch.tensor(len(y))]).double().cpu()
+                             torch.tensor(len(y), device=y.device)]).double().cpu()
     sums = all_sum(sums, rt)
     n = sums[6].item()
     res = {"accuracy_earliest_spike": sums[0].item() / n,
