@@ -24,14 +24,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antlr_snn import decode, encode, layers, losses
+from antlr_snn import decode, encode, losses
 from antlr_snn import files, memory
 from antlr_snn.data import EVENT_DATASETS  # noqa: F401 (re-export)
 from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
 from antlr_snn.distributed import Runtime, all_sum, from_lead
 from antlr_snn.errors import UserError, allocation_failure, one_line
 from antlr_snn.checkpoints import CHECKPOINT_FORMAT, check_checkpoint, state_dict_problem
-from antlr_snn.layers import SpikingNetwork, describe_spec, network_from_spec
+from antlr_snn.network import SpikingNetwork, describe_spec, network_from_spec
 
 PRESETS = {
     "antlr": {"loss": "latency", "extra": "at_least_one_spike", "decision": "earliest_spike"},
