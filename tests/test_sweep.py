@@ -1,0 +1,352 @@
+"""`antlr-snn sweep`: the front, its checkpoints and settings, resume after SIGKILL, two
+processes on one SQLite storage, pruning, the trial ledger and the search space."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from antlr_snn.cli import main
+from antlr_snn.experiments import sweep_front, sweep_space, sweep_storage
+from antlr_snn.experiments.train import _validated
+
+TINY = ["--epochs", "2", "--max-train", "96", "--max-eval", "40", "--num-steps", "30",
+        "--search", "hidden=24:48", "--search", "threshold=0.3:0.5",
+        "--search", "lr=3e-3:1e-2:log", "--search", "t_max=12:24", "--sampler", "random",
+        "--quiet"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# the CLI with training.train_step wrapped: it sleeps SLOW seconds after each step and, at
+# step PAUSE (counted in this process), announces itself and waits to be killed
+WRAPPED_CLI = """
+import os, sys, time
+import antlr_snn.training as training
+slow, pause, done, step = float(sys.argv[1]), int(sys.argv[2]), [0], training.train_step
+def wrapped(*args, **kwargs):
+    out = step(*args, **kwargs)
+    done[0] += 1
+    time.sleep(slow)
+    if done[0] == pause:
+        print("PAUSED", flush=True)
+        time.sleep(3600)
+    return out
+training.train_step = wrapped
+from antlr_snn.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "antlr_snn", *map(str, args)], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wrapped(slow, pause, *args):
+    return subprocess.Popen([sys.executable, "-c", WRAPPED_CLI, str(slow), str(pause),
+                             *map(str, args)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def load(out, method="antlr", storage=None):
+    url = storage or f"sqlite:///{out}/sweep.db"
+    return optuna.load_study(study_name=f"mnist-{method}", storage=url)
+
+
+def rows(out):
+    with open(os.path.join(out, "trials.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def best_epoch(trial_dir):
+    """(val accuracy, spikes to decision) of the best epoch, read from the trainer's log."""
+    recs = [json.loads(line) for line in open(os.path.join(trial_dir, "metrics.jsonl"))]
+    best = max(recs, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+    return best["val_accuracy"], best["val_spikes_to_decision"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    proc = cli("sweep", "--method", "antlr", "activation", "--budget", "3", "--no-prune",
+               *TINY, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_a_tiny_sweep_writes_the_front(swept):
+    out = swept
+    for name in ("sweep.json", "sweep.db", "front.json", "trials.csv"):
+        assert (out / name).is_file(), name
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = rows(out)
+    assert [(r["method"], r["trial"], r["state"]) for r in table] == [
+        (m, str(k), "COMPLETE") for m in ("antlr", "activation") for k in range(3)]
+    front = json.loads((out / "front.json").read_text())
+    for method in ("antlr", "activation"):
+        study = load(out, method)
+        assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+        trials = study.get_trials()
+        for t in trials:  # the objectives are what the trainer logged at the best epoch
+            assert tuple(t.values) == best_epoch(t.user_attrs["dir"])
+            cfg = json.loads(open(os.path.join(t.user_attrs["dir"], "config.json")).read())
+            assert cfg["hidden"] == [t.params["hidden_0"]] and cfg["method"] == method
+            assert (cfg["threshold"], cfg["lr"], cfg["t_max"]) == (
+                t.params["threshold"], t.params["lr"], t.params["t_max"])
+        # the front: no trial dominates a point, every other trial is dominated by one
+        pts = {t.number: tuple(t.values) for t in trials}
+        ours = {p["trial"] for p in front["front"] if p["method"] == method}
+        brute = {n for n, p in pts.items()
+                 if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in pts.values())}
+        assert ours == brute == {t.number for t in study.best_trials}
+    assert front["studies"]["antlr"]["complete"] == 3
+    for p in front["front"]:
+        assert os.path.isfile(p["checkpoint"]) and os.path.isfile(p["config_file"])
+        assert p["val_spikes_to_decision"] <= p["val_spikes_per_sample"]
+
+
+def test_front_checkpoints_evaluate_and_retrain(swept, tmp_path):
+    front = json.loads((swept / "front.json").read_text())["front"]
+    for p in (front[0], front[-1]):  # one point of each method
+        proc = cli("evaluate", "--checkpoint", p["checkpoint"], "--max-eval", "40")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        res = json.loads(proc.stdout)
+        assert res["method"] == p["method"]
+        assert res["accuracy"] == p["test_accuracy"]
+        assert res["spikes_to_decision"] == pytest.approx(p["test_spikes_to_decision"])
+    # --config retrains the point: the same run, the same numbers
+    p = front[0]
+    proc = cli("train", "--config", p["config_file"], "--out", tmp_path / "again", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "again" / "results.json").read_text())["trials"][0]
+    assert (res["val_accuracy"], res["test_accuracy"]) == (p["val_accuracy"], p["test_accuracy"])
+
+
+def test_budget_zero_reports_and_joining_must_agree(swept, tmp_path, capsys):
+    url = f"sqlite:///{swept}/sweep.db"
+    before = json.loads((swept / "front.json").read_text())["front"]
+    rc = main(["sweep", "--method", "antlr", "activation", "--budget", "0", "--storage", url,
+               "--out", str(tmp_path / "report"), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    after = json.loads((tmp_path / "report" / "front.json").read_text())["front"]
+    assert after == before  # the same trials, read from the shared storage
+    rc = main(["sweep", "--budget", "0", "--storage", url, "--epochs", "3",
+               "--out", str(tmp_path / "other"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--epochs 3 differs from study mnist-antlr" in err and "\n" not in err
+    assert not (tmp_path / "other").exists()  # a failed start leaves nothing
+    rc = main(["sweep", "--resume", "--out", str(swept), "--epochs", "3", "--budget", "0"])
+    assert rc == 2 and "--epochs 3 differs from" in capsys.readouterr().err
+
+
+def test_resume_after_sigkill(tmp_path):
+    out = tmp_path / "k"
+    args = ["sweep", "--budget", "3", *TINY, "--out", out]
+    # 96 samples / batch 16 = 6 steps per epoch, 12 per trial: step 18 is in trial 1
+    proc = wrapped(0, 18, *args)
+    try:
+        assert proc.stdout.readline().startswith("PAUSED"), proc.stderr.read()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    study = load(out)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "RUNNING"]
+    first = study.trials[0]
+    kept = {f: os.stat(os.path.join(first.user_attrs["dir"], f)).st_mtime_ns
+            for f in ("metrics.jsonl", "best.pt")}
+    done = cli(*args, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = load(out).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].user_attrs["note"].startswith("its process died")
+    assert trials[2].system_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
+    assert "retry_of" not in trials[3].system_attrs
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 3  # none twice
+    assert trials[0].values == first.values  # the finished trial was not run again
+    assert kept == {f: os.stat(os.path.join(first.user_attrs["dir"], f)).st_mtime_ns
+                    for f in kept}
+    assert [r["state"] for r in rows(out)] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    # the budget is kept: resuming again adds nothing, a larger budget adds the difference
+    assert cli(*args, "--resume").returncode == 0
+    assert len(load(out).get_trials()) == 4
+    more = cli("sweep", "--resume", "--out", out, "--budget", "4", "--quiet")
+    assert more.returncode == 0, more.stderr[-2000:]
+    states = [t.state.name for t in load(out).get_trials()]
+    assert states.count("COMPLETE") == 4 and len(states) == 5
+
+
+def test_two_processes_on_one_sqlite_storage(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    url = f"sqlite:///{a}/sweep.db"
+    args = ["sweep", "--budget", "6", *TINY]
+    pa = wrapped(0.25, 0, *args, "--out", a)  # 12 steps: 3 s a trial, 18 s for all six
+    try:
+        deadline = time.time() + 120
+        while not (a / "sweep.json").exists() and pa.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        pb = wrapped(0.25, 0, *args, "--out", b, "--storage", url)
+        for p in (pa, pb):
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+    finally:
+        for p in (pa, pb):
+            if p.poll() is None:
+                p.kill()
+    trials = load(a).get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 6  # the budget, over both processes
+    assert all(t.state.name == "COMPLETE" or t.user_attrs.get("note", "").startswith("surplus")
+               for t in trials)
+    workers = {t.user_attrs["worker"].split(":", 1)[1] for t in done}
+    assert workers == {str(a), str(b)}  # both worked on it
+    for t in done:  # each trial trained once, in the folder of the process that ran it
+        owner = t.user_attrs["worker"].split(":", 1)[1]
+        assert t.user_attrs["dir"].startswith(owner + os.sep)
+        other = b if owner == str(a) else a
+        assert not (other / "trials" / os.path.basename(t.user_attrs["dir"])).exists()
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == 6
+    assert main(["sweep", "--resume", "--out", str(a), "--quiet"]) == 0  # refresh a's outputs
+    assert sum(r["state"] == "COMPLETE" for r in rows(a)) == 6
+
+
+def test_pruned_trials(tmp_path, monkeypatch, one_thread):
+    calls = []
+
+    def prune_trial_1(point, peers, fraction, min_trials):
+        calls.append((point, len(peers), fraction, min_trials))
+        return len(calls) == 2  # the second check: trial 1 after epoch 1
+    monkeypatch.setattr(sweep_front, "should_prune", prune_trial_1)
+    out = tmp_path / "p"
+    rc = main(["sweep", "--budget", "3", *TINY, "--prune-min", "1", "--prune-fraction", "0.7",
+               "--out", str(out)])
+    assert rc == 0
+    # one check per trial after epoch 1 (never after the last epoch); peers: completed trials
+    assert [c[1:] for c in calls] == [(0, 0.7, 1), (1, 0.7, 1), (1, 0.7, 1)]
+    trials = load(out).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert len(trials[1].user_attrs["curve"]) == 1
+    front = json.loads((out / "front.json").read_text())
+    assert 1 not in {p["trial"] for p in front["front"]}
+    assert front["studies"]["antlr"]["pruned"] == 1
+    assert [r["epochs_run"] for r in rows(out)] == ["2", "1", "2"]
+
+
+def test_pruning_rule_and_front():
+    assert sweep_front.should_prune((0.5, 10.0), [(0.6, 5.0), (0.7, 8.0), (0.4, 1.0)], 0.5, 3)
+    assert not sweep_front.should_prune((0.5, 10.0), [(0.6, 5.0), (0.7, 8.0)], 0.5, 3)  # too few
+    # the low-spike end of the front is kept, though less accurate than every peer
+    assert not sweep_front.should_prune((0.2, 1.0), [(0.6, 5.0), (0.7, 8.0), (0.9, 20)], 0.5, 3)
+    assert not sweep_front.should_prune((0.6, 5.0), [(0.6, 5.0)] * 4, 0.5, 3)  # equal: kept
+    assert sweep_front.should_prune((0.5, 10.0), [(0.6, 5.0), (0.4, 1.0), (0.3, 2.0)], 0.3, 3)
+    curve = [{"epoch": 1, "val_accuracy": 0.5, "val_spikes_to_decision": 9.0},
+             {"epoch": 2, "val_accuracy": 0.7, "val_spikes_to_decision": 12.0},
+             {"epoch": 3, "val_accuracy": 0.7, "val_spikes_to_decision": 4.0}]
+    assert sweep_front.best_so_far(curve, 1)[:2] == (0.5, 9.0)
+    assert sweep_front.best_so_far(curve, 3)[:2] == (0.7, 12.0)  # the first best, as best.pt
+
+
+def ledger(tmp_path):
+    storage = sweep_storage.open_storage(f"sqlite:///{tmp_path}/l.db", 60, None)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    return study
+
+
+def test_ledger_claim_reap_retry(tmp_path):
+    study = ledger(tmp_path)
+    a = sweep_storage.claim(study, 3, "host:/a")
+    a.suggest_float("lr", 1e-4, 1e-2, log=True)
+    study.tell(a, [0.5, 10.0])
+    dead = sweep_storage.claim(study, 3, "host:/a")  # runs when its process is killed
+    lr = dead.suggest_float("lr", 1e-4, 1e-2, log=True)
+    other = sweep_storage.claim(study, 3, "host:/b")  # another live process's
+    other.suggest_float("lr", 1e-4, 1e-2, log=True)
+    assert sweep_storage.claim(study, 3, "host:/a") is None  # 3 counted: full
+    assert sweep_storage.reap(study, "host:/a", grace=60) == 1
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "FAIL", "RUNNING", "WAITING"]
+    again = sweep_storage.claim(study, 3, "host:/a")  # the queued copy, the same settings
+    assert again.number == 3 and again.suggest_float("lr", 1e-4, 1e-2, log=True) == lr
+    assert study.get_trials()[3].system_attrs["retry_of"] == 1
+    assert sweep_storage.claim(study, 3, "host:/a") is None
+    assert sweep_storage.reap(study, "host:/c", grace=60) == 0  # live trials stay
+
+
+def test_ledger_surplus_when_two_ask_at_once(tmp_path, monkeypatch):
+    study = ledger(tmp_path)
+    first = sweep_storage.claim(study, 2, "host:/a")
+    ask = study.ask
+
+    def ask_after_another_process():  # the other process asks between our count and ask
+        monkeypatch.setattr(study, "ask", ask)
+        ask()
+        return ask()
+    monkeypatch.setattr(study, "ask", ask_after_another_process)
+    assert sweep_storage.claim(study, 2, "host:/b") is None
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["RUNNING", "RUNNING", "FAIL"]
+    assert trials[2].user_attrs["note"].startswith("surplus")
+    assert sum(map(sweep_storage.counted, trials)) == 2 and first.number == 0
+
+
+BASE = {"dataset": "mnist", "epochs": 3, "num_steps": 30, "arch": "fc"}
+
+
+def test_search_space():
+    space = sweep_space.resolve_space(BASE, ["hidden=16:64:log", "depth=2",
+                                             "latency_beta=0.1,0.2", "spike_reg=0"], None)
+    assert space["hidden"] == {"low": 16, "high": 64, "log": True}
+    assert space["t_max"] == {"low": 8, "high": 30, "log": False}  # at most T
+    assert space["lr_step"] == {"low": 1, "high": 3, "log": False}
+    assert set(sweep_space.for_method(space, "activation", BASE)) >= {"target_correct", "spike_reg"}
+    assert "lambda_act" not in sweep_space.for_method(space, "activation", BASE)
+    assert "spike_reg" not in sweep_space.for_method(space, "timing", BASE)
+    ev = {**BASE, "dataset": "nmnist-sim", "num_steps": 300}
+    assert "t_max" not in sweep_space.for_method(sweep_space.default_space(ev), "antlr", ev)
+    picked = sweep_space.settings_at(space, lambda name, spec: name)
+    assert picked["hidden"] == ["hidden_0", "hidden_1"] and picked["latency_beta"] == "latency_beta"
+    for m in ("antlr", "activation", "timing", "bptt"):
+        sweep_space.check_space(sweep_space.for_method(space, m, BASE), m, BASE, _validated)
+
+
+@pytest.mark.parametrize("search, match", [
+    ("foo=1", "unknown search setting 'foo'"),
+    ("lr=1e-2:1e-4", "low 0.01 is above high 0.0001"),
+    ("target_wrong=0:1:log", "a log range needs low > 0"),
+    ("hidden=16.5:64", "low and high must be integers"),
+    ("lr=1e-3:fast", "'fast' is not a number"),
+    ("lr=1:2:3", "a range is LOW:HIGH or LOW:HIGH:log"),
+    ("lr", "write NAME=SPEC"),
+    ("lr=1e-3:20", "'lr' = 20 cannot train antlr: --lr must be in (0, 10]"),
+    ("t_max=8:40", "'t_max' = 40 cannot train antlr: --num-steps must be >= 40"),
+    ("lambda_act=0:1", "'lambda_act' = 0 cannot train antlr"),
+])
+def test_bad_search_space(search, match):
+    with pytest.raises(ValueError) as info:
+        space = sweep_space.resolve_space(BASE, [search], None)
+        sweep_space.check_space(sweep_space.for_method(space, "antlr", BASE), "antlr", BASE,
+                                _validated)
+    assert match in str(info.value)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--budget", "-1"], "--budget must be >= 0"),
+    (["--resume"], "--resume needs --out"),
+    (["--prune-fraction", "0"], "--prune-fraction must be in (0, 1]"),
+    (["--storage", "not a url", "--budget", "0"], "--storage not a url: cannot open it"),
+    (["--budget", "0"], "no study mnist-antlr"),
+])
+def test_flag_errors_are_one_line(tmp_path, capsys, argv, match):
+    rc = main(["sweep", *argv, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and match in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
