@@ -124,11 +124,12 @@ def test_activation_channel_through_a_conv_is_autograd_without_reset(backend):
 
 
 def test_timing_channel_through_a_conv_equals_explicit_kernel_sums(backend):
-    """A tiny conv-conv network, timing method, a loss on the output's timing channel only:
-    the first conv's weight gradient equals Eq. 7/10 with explicit O(T^2) sums."""
+    """A tiny conv-conv network (the second strided and padded), timing method, a loss on the
+    output's timing channel only: the first conv's weight gradient equals Eq. 7/10 with
+    explicit O(T^2) sums."""
     torch.manual_seed(5)
     l1 = LIFConv2d(1, 2, 2, method="timing", dtype=F64, **ODD)
-    l2 = LIFConv2d(2, 2, 2, method="timing", dtype=F64, **ODD)
+    l2 = LIFConv2d(2, 2, 2, stride=2, padding=1, method="timing", dtype=F64, **ODD)
     with torch.no_grad():
         l1.weight.mul_(4).add_(0.6)
         l2.weight.mul_(3).add_(0.8)
@@ -140,7 +141,8 @@ def test_timing_channel_through_a_conv_equals_explicit_kernel_sums(backend):
     rd = torch.randn(out.shift.shape, generator=torch.Generator().manual_seed(7), dtype=F64)
     (rd * out.shift).sum().backward()
     W1 = ref.unfolded(lambda s: torch.nn.functional.conv2d(s, l1.weight.detach()), (1, 4, 4))
-    W2 = ref.unfolded(lambda s: torch.nn.functional.conv2d(s, l2.weight.detach()), (2, 3, 3))
+    W2 = ref.unfolded(lambda s: torch.nn.functional.conv2d(s, l2.weight.detach(), stride=2,
+                                                           padding=1), (2, 3, 3))
     wg, bg, _ = ref.explicit_backward(
         x[:, 0].flatten(1).numpy(), [W1.numpy(), W2.numpy()],
         [l1.bias.detach().repeat_interleave(9).numpy(), l2.bias.detach().repeat_interleave(4).numpy()],

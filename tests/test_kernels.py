@@ -324,3 +324,17 @@ def test_inference_without_grad(backend, method):
         assert torch.equal(lr.spikes, lf.spikes) and rel(lf.voltage, lr.voltage) <= TOL
         assert not lf.spikes.requires_grad
     assert ref.layers[0].spikes.sum() > 0
+
+
+def test_numba_caches_into_the_user_cache_folder(tmp_path):
+    """Compiled kernels go to $XDG_CACHE_HOME/antlr-snn/numba, not into the package."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    res = subprocess.run([sys.executable, "-c", "import torch, antlr_snn, numba; "
+                          "antlr_snn.SpikingNetwork([5, 3])(torch.zeros(4, 1, 5)); "
+                          "print(numba.config.CACHE_DIR)"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    folder = tmp_path / "antlr-snn" / "numba"
+    assert res.stdout.strip() == str(folder)
+    assert list(folder.rglob("*.nbi")), "no cache index written"

@@ -97,15 +97,15 @@ def test_a_slow_kernel_warm_up_is_announced(capsys, monkeypatch):
     """Announced only when it takes long (a cold numba cache), and then while it happens."""
     assert common.warm_up_kernels(["antlr"], 12, announce=True, after=30.0)  # fast: silent
     assert capsys.readouterr().err == ""
-    import antlr_snn.layers as layers
-    forward, seen = layers.SpikingNetwork.forward, []
+    import antlr_snn.network as network
+    forward, seen = network.SpikingNetwork.forward, []
 
     def slow_forward(self, x):  # as numba compiling: the notice is out before it ends
         import time
         time.sleep(0.3)
         seen.append(sys.stderr.getvalue() if hasattr(sys.stderr, "getvalue") else "")
         return forward(self, x)
-    monkeypatch.setattr(layers.SpikingNetwork, "forward", slow_forward)
+    monkeypatch.setattr(network.SpikingNetwork, "forward", slow_forward)
     assert common.warm_up_kernels(["bptt", "antlr"], 12, replicas=2, after=0.1,
                                   command="antlr-snn spike-train")
     err = capsys.readouterr().err

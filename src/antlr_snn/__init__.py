@@ -15,8 +15,8 @@ Example:
 from antlr_snn import decode, encode, kernels, losses
 from antlr_snn.errors import UserError
 from antlr_snn.kernels import set_checks
-from antlr_snn.layers import (LIF, METHODS, Flatten, LIFConv2d, LIFLayer, SpikeOutput,
-                              SpikingNetwork, Unflatten, network_from_spec)
+from antlr_snn.layers import LIF, METHODS, LIFConv2d, LIFLayer, SpikeOutput
+from antlr_snn.network import Flatten, SpikingNetwork, Unflatten, network_from_spec
 from antlr_snn.neuron import LIFParameters, MethodConfig
 
 __version__ = "0.2.0"

@@ -14,7 +14,7 @@ import torch
 
 from antlr_snn.checks import is_int, is_number, shown  # noqa: F401 (re-export)
 from antlr_snn.errors import UserError, one_line
-from antlr_snn.layers import SpikingNetwork, describe_spec, network_from_spec
+from antlr_snn.network import SpikingNetwork, describe_spec, network_from_spec
 from antlr_snn.neuron import METHODS
 
 CHECKPOINT_FORMAT = "antlr-snn/2"

@@ -72,7 +72,7 @@ def spec_layers(spec: Sequence[dict], in_features: int) -> list:
 #: network and per neuron of every layer, by method (measured; see the module docstring).
 TRAIN_TENSORS = {"input": 2.8, "antlr": 6.5, "activation": 6.5, "timing": 6.0, "bptt": 5.5}
 #: Replica networks (``replicas=R``, one sample each) hold about this many more per neuron.
-REPLICA_EXTRA = 0.5
+REPLICA_EXTRA = 1.5
 #: The same for a forward pass without gradients (validation and test).
 EVAL_TENSORS = {"input": 1.25, "neuron": 2.3}
 #: Copies of the parameters while training: weights, gradients, Adam's two moments.

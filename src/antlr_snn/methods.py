@@ -179,6 +179,7 @@ class TimingCurrent(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         (s_in,) = ctx.saved_tensors
+        g = g.to(s_in.dtype)  # under autocast the neuron's gradient comes in its lower dtype
         return ctx.synapse.transpose(g, s_in.shape) * s_in, None, None, None
 
 

@@ -63,7 +63,8 @@ from torch import nn
 from antlr_snn._nir_load import (KEPT, chain, constants, dtype_of, layer_of, pair,
                                  saved_constants, synapse_module)
 from antlr_snn.errors import DataNotFound, UserError, one_line
-from antlr_snn.layers import Flatten, LIFConv2d, LIFLayer, SpikingNetwork, Unflatten, _Neurons
+from antlr_snn.layers import LIFConv2d, LIFLayer, _Neurons
+from antlr_snn.network import Flatten, SpikingNetwork, Unflatten
 
 __all__ = ["export", "load", "write", "read", "NIRResetWarning", "RESETS", "DEFAULT_DT"]
 
@@ -175,7 +176,7 @@ def export(net: SpikingNetwork, dt: float = DEFAULT_DT, *, reset: str = "warn",
     docstring).
 
     Args:
-        net: a :class:`~antlr_snn.layers.SpikingNetwork` (or one spiking layer).
+        net: a :class:`~antlr_snn.network.SpikingNetwork` (or one spiking layer).
         dt: the duration of one time step in seconds.
         reset: ``"warn"``, ``"v_only"`` or ``"error"`` (module docstring, *Reset*).
         input_shape: the features of one input step, e.g. ``(2, 34, 34)``; needed only when
@@ -258,7 +259,7 @@ def read(path: str):
 # ----------------------------------------------------------------------------- load
 
 def load(graph, dt: float = None, *, reset: str = "warn") -> SpikingNetwork:
-    """The :class:`~antlr_snn.layers.SpikingNetwork` of a NIR graph (or ``.nir`` file).
+    """The :class:`~antlr_snn.network.SpikingNetwork` of a NIR graph (or ``.nir`` file).
 
     Loads chains of ``Linear``/``Affine``/``Conv2d``/``AvgPool2d``/``SumPool2d`` synapses,
     ``CubaLIF`` neurons and ``Flatten``; anything our neuron cannot express (a per-neuron time

@@ -27,14 +27,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-from antlr_snn import decode, encode, layers, losses
+from antlr_snn import decode, encode, losses
 from antlr_snn import files, memory
 from antlr_snn.data import EVENT_DATASETS  # noqa: F401 (re-export)
 from antlr_snn.data.splits import Split, load_splits  # noqa: F401 (re-export)
 from antlr_snn.distributed import Runtime, all_sum, from_lead
 from antlr_snn.errors import UserError, allocation_failure, one_line
 from antlr_snn.checkpoints import CHECKPOINT_FORMAT, check_checkpoint, state_dict_problem
-from antlr_snn.layers import SpikingNetwork, describe_spec, network_from_spec
+from antlr_snn.network import SpikingNetwork, describe_spec, network_from_spec
 
 PRESETS = {
     "antlr": {"loss": "latency", "extra": "at_least_one_spike", "decision": "earliest_spike"},
@@ -309,7 +309,8 @@ def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runt
         spikes = _spike_sums(out, cfg.preset["decision"])
         stats = torch.stack([loss.detach() * n_local,
                              (_decide(out, cfg.preset["decision"]) == y).sum(),
-                             spikes[0], spikes[1], torch.tensor(n_local)]).double().cpu()
+                             spikes[0], spikes[1],
+                             torch.tensor(n_local, device=y.device)]).double().cpu()
     for p in net.parameters():  # authors: NaN gradients to 0, then clip elementwise
         if p.grad is not None:
             p.grad.nan_to_num_(nan=0.0)
@@ -334,7 +335,7 @@ def evaluate(net, split: Split, decision: str, rt: Runtime = Runtime(), workers:
         earliest, most = decode.earliest_spike(out), decode.most_spikes(out)
         sp = _spike_sums(out, decision)
         sums += torch.stack([(earliest == y).sum(), (most == y).sum(), *sp,
-                             torch.tensor(len(y))]).double().cpu()
+                             torch.tensor(len(y), device=y.device)]).double().cpu()
     sums = all_sum(sums, rt)
     n = sums[6].item()
     res = {"accuracy_earliest_spike": sums[0].item() / n,

@@ -71,7 +71,7 @@ def warm_up_kernels(methods, in_features: int, replicas=None, device: str = "cpu
     import torch
 
     from antlr_snn import kernels
-    from antlr_snn.layers import SpikingNetwork
+    from antlr_snn.network import SpikingNetwork
     if not str(device).startswith("cpu") or kernels.backend_for(torch.zeros(1)).name != "numba":
         return False
     timer = threading.Timer(after, lambda: print(f"{command}: {COMPILING}", file=sys.stderr,

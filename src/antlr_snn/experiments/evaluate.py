@@ -14,7 +14,7 @@ import json
 import os
 
 from antlr_snn.checkpoints import network_from_checkpoint
-from antlr_snn.layers import describe_spec, spec_in_features, spec_out_features
+from antlr_snn.network import describe_spec, spec_in_features, spec_out_features
 from antlr_snn.experiments import common
 from antlr_snn.training import EVENT_DATASETS, TrainConfig, evaluate, load_splits
 from antlr_snn.errors import UserError

@@ -20,7 +20,7 @@ import warnings
 from antlr_snn.checkpoints import network_from_checkpoint
 from antlr_snn.errors import UserError
 from antlr_snn.experiments import common
-from antlr_snn.layers import describe_spec
+from antlr_snn.network import describe_spec
 from antlr_snn.nir import DEFAULT_DT, RESETS, NIRResetWarning, export, write
 
 

@@ -90,6 +90,10 @@ def _load(name: str):
         if name == "numba":  # numba is a core dependency: a broken install must not be silent
             warnings.warn(f"antlr-snn: the numba backend is unavailable ({exc}); using the "
                           f"pure-PyTorch reference, about 4x slower on the CPU", stacklevel=3)
+        elif name == "triton":  # asked for by a CUDA tensor (or by available("triton"))
+            warnings.warn(f"antlr-snn: the triton backend is unavailable ({exc}); CUDA tensors "
+                          f"take the pure-PyTorch reference, many times slower (pip install "
+                          f"'antlr-snn[gpu]')", stacklevel=3)
         return None
     _loaded[name] = backend
     return backend
