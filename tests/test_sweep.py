@@ -127,20 +127,20 @@ def test_front_checkpoints_evaluate_and_retrain(swept, tmp_path):
     assert (res["val_accuracy"], res["test_accuracy"]) == (p["val_accuracy"], p["test_accuracy"])
 
 
-def test_budget_zero_reports_and_joining_must_agree(swept, tmp_path, capsys):
+def test_report_only_and_joining_must_agree(swept, tmp_path, capsys):
     url = f"sqlite:///{swept}/sweep.db"
     before = json.loads((swept / "front.json").read_text())["front"]
-    rc = main(["sweep", "--method", "antlr", "activation", "--budget", "0", "--storage", url,
+    rc = main(["sweep", "--method", "antlr", "activation", "--report", "--storage", url,
                "--out", str(tmp_path / "report"), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     after = json.loads((tmp_path / "report" / "front.json").read_text())["front"]
     assert after == before  # the same trials, read from the shared storage
-    rc = main(["sweep", "--budget", "0", "--storage", url, "--epochs", "3",
+    rc = main(["sweep", "--report", "--storage", url, "--epochs", "3",
                "--out", str(tmp_path / "other"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--epochs 3 differs from study mnist-antlr" in err and "\n" not in err
     assert not (tmp_path / "other").exists()  # a failed start leaves nothing
-    rc = main(["sweep", "--resume", "--out", str(swept), "--epochs", "3", "--budget", "0"])
+    rc = main(["sweep", "--resume", "--out", str(swept), "--epochs", "3", "--report"])
     assert rc == 2 and "--epochs 3 differs from" in capsys.readouterr().err
 
 
@@ -326,9 +326,9 @@ def test_search_space():
     ("lr=1e-3:fast", "'fast' is not a number"),
     ("lr=1:2:3", "a range is LOW:HIGH or LOW:HIGH:log"),
     ("lr", "write NAME=SPEC"),
-    ("lr=1e-3:20", "'lr' = 20 cannot train antlr: --lr must be in (0, 10]"),
+    ("lr=1e-3:20", "'lr' = 20.0 cannot train antlr: --lr must be in (0, 10]"),
     ("t_max=8:40", "'t_max' = 40 cannot train antlr: --num-steps must be >= 40"),
-    ("lambda_act=0:1", "'lambda_act' = 0 cannot train antlr"),
+    ("lambda_act=0:1", "'lambda_act' = 0.0 cannot train antlr"),
 ])
 def test_bad_search_space(search, match):
     with pytest.raises(ValueError) as info:
@@ -339,14 +339,18 @@ def test_bad_search_space(search, match):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--budget", "-1"], "--budget must be >= 0"),
+    (["--budget", "0"], "--budget must be >= 1"),
     (["--resume"], "--resume needs --out"),
     (["--prune-fraction", "0"], "--prune-fraction must be in (0, 1]"),
-    (["--storage", "not a url", "--budget", "0"], "--storage not a url: cannot open it"),
-    (["--budget", "0"], "no study mnist-antlr"),
+    (["--storage", "not a url", "--report"], "--storage not a url: cannot open it"),
+    (["--storage", "sqlite:////no/such/folder/s.db", "--report"], "cannot open it"),
+    (["--report"], "no study mnist-antlr"),
+    (["--search", "foo=1"], "unknown search setting 'foo'"),
+    (["--search", "lr=1e-2:1e-4"], "low 0.01 is above high 0.0001"),
 ])
 def test_flag_errors_are_one_line(tmp_path, capsys, argv, match):
-    rc = main(["sweep", *argv, "--out", str(tmp_path / "x"), "--quiet"])
+    out = [] if argv == ["--resume"] else ["--out", str(tmp_path / "x")]
+    rc = main(["sweep", *argv, *out, "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and match in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "x").exists()

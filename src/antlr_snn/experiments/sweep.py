@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--method", nargs="+", default=None, choices=list(PRESETS), help="one study per method "
       "[antlr]")
     a("--budget", type=int, default=None, help="trials per method, over all processes of the "
-      "sweep; 0: only write the outputs [20]")
+      "sweep (>= 1) [20]")
+    a("--report", action="store_true", help="run no trial: only write front.json, front.png "
+      "and trials.csv from the trials in the storage")
     a("--out", default=None, help="output folder [runs/sweep-<date>-<time>]")
     a("--resume", action="store_true", help="continue the sweep in --out (its running trials, "
       "if killed, run again)")
@@ -366,7 +368,7 @@ def _spaces(methods, base, args) -> dict:
 
 
 def _check_args(args) -> None:
-    for flag, v, low in (("--budget", args.budget, 0), ("--heartbeat", args.heartbeat, 1),
+    for flag, v, low in (("--budget", args.budget, 1), ("--heartbeat", args.heartbeat, 1),
                          ("--checkpoint-every", args.checkpoint_every, 0),
                          ("--prune-warmup", args.prune_warmup, 1),
                          ("--prune-min", args.prune_min, 1)):
@@ -416,11 +418,12 @@ def run(args) -> int:
         worker = spec["worker"]
         storage = open_storage(url, args.heartbeat,
                                lambda study, t: retry(study, t))
-        studies = join(spec, lambda m, base: _spaces([m], base, args)[m], storage, args.resume)
+        studies = join(spec, lambda m, base: _spaces([m], base, args)[m], storage,
+                       args.resume or args.report)
         rt = Runtime(device=device, checkpoint_every=args.checkpoint_every, progress=False,
                      verbose=False, resume=False)
         sweep = Sweep(out, spec, studies, url, args.quiet, args.heartbeat, rt)
-        if spec["budget"] > 0:
+        if not args.report:
             from antlr_snn.training import TrainConfig
             first = TrainConfig(**{**spec["settings"], "method": spec["methods"][0]})
             sweep.splits_for(first)  # a missing data set stops the sweep before it writes
@@ -430,7 +433,7 @@ def run(args) -> int:
         lost = sum(reap(s, worker, 2 * args.heartbeat) for s in studies.values())
         if lost:
             sweep.say(f"{lost} trial(s) that died running are queued again")
-        if spec["budget"] > 0:
+        if not args.report:
             features = sweep._splits["train"].features
             common.warm_up_kernels(spec["methods"], features, device=device,
                                    announce=not args.quiet, command="antlr-snn sweep")

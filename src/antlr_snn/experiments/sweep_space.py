@@ -123,10 +123,11 @@ def check_spec(name: str, spec):
     def value_ok(v):
         return is_int(v) if integer else is_real(v)
     kind = "an integer" if integer else "a finite number"
+    kinds = "integers" if integer else "finite numbers"
     if isinstance(spec, dict) and set(spec) <= {"low", "high", "log"} and {"low", "high"} <= set(spec):
         lo, hi, log = spec["low"], spec["high"], spec.get("log", False)
         if not (value_ok(lo) and value_ok(hi)):
-            raise UserError(f"{what}: low and high must be {kind}s, got {shown(spec)}")
+            raise UserError(f"{what}: low and high must be {kinds}, got {shown(spec)}")
         if not isinstance(log, bool):
             raise UserError(f"{what}: log must be true or false, got {shown(log)}")
         if lo > hi:
@@ -137,7 +138,7 @@ def check_spec(name: str, spec):
     if isinstance(spec, dict) and set(spec) == {"choices"}:
         ch = spec["choices"]
         if not (isinstance(ch, list) and ch and all(map(value_ok, ch))):
-            raise UserError(f"{what}: choices must be a non-empty list of {kind}s, got "
+            raise UserError(f"{what}: choices must be a non-empty list of {kinds}, got "
                             f"{shown(ch)}")
         return {"choices": list(ch)}
     if value_ok(spec):
@@ -166,6 +167,18 @@ def values(spec) -> list:
     if isinstance(spec, dict):
         return spec["choices"] if "choices" in spec else [spec["low"], spec["high"]]
     return [spec]
+
+
+def middle(name: str, spec):
+    """A value inside a spec, away from its ends (the others' value while one is checked)."""
+    if not isinstance(spec, dict):
+        return spec
+    if "choices" in spec:
+        return spec["choices"][0]
+    lo, hi = spec["low"], spec["high"]
+    mid = (lo * hi) ** 0.5 if spec["log"] else (lo + hi) / 2
+    base = "hidden" if name.startswith("hidden_") else name
+    return round(mid) if base in INTEGER else mid
 
 
 def settings_at(space: dict, pick) -> dict:
@@ -197,8 +210,8 @@ def suggest(trial, name: str, spec):
 def check_space(space: dict, method: str, base: dict, validate) -> None:
     """Every extreme value of every setting of ``space`` (for ``method``) is a valid run:
     ``validate(settings)`` (the checks of ``antlr-snn train``) must accept it with the others
-    at their lowest values; else one line naming the setting."""
-    lowest = settings_at(space, lambda name, spec: values(spec)[0])
+    at their middle values (:func:`middle`); else one line naming the setting."""
+    lowest = settings_at(space, middle)
     for name, spec in space.items():
         for v in values(spec):
             trial = dict(lowest)

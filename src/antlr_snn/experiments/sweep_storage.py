@@ -149,7 +149,10 @@ def claim(study, budget: int, worker: str):
     is never exceeded."""
     optuna = _optuna()
     optuna.storages.fail_stale_trials(study)
-    if sum(map(counted, study.get_trials(deepcopy=False))) >= budget:
+    trials = study.get_trials(deepcopy=False)
+    # a queued trial (WAITING) already holds its place: ask() runs it
+    if (not any(t.state.name == "WAITING" for t in trials)
+            and sum(map(counted, trials)) >= budget):
         return None
     trial = study.ask()
     trial.set_user_attr("worker", worker)
@@ -184,10 +187,11 @@ class Heartbeat:
         self.thread.join()
 
 
-def join(spec: dict, make_space, storage, resume: bool) -> dict:
+def join(spec: dict, make_space, storage, existing: bool) -> dict:
     """The studies of ``spec``'s methods: existing ones are joined (their settings, space and
     pruning are taken where no flag was given, and must equal the flags given), missing ones
-    created with the space ``make_space(method, settings)``. Fills ``spec["space"]``."""
+    created with the space ``make_space(method, settings)`` (unless ``existing``: then a
+    missing study is an error). Fills ``spec["space"]``."""
     optuna = _optuna()
     given = spec.pop("_given", None)  # None: a resumed sweep, where everything is fixed
     names = {m: f"{spec['study']}-{m}" for m in spec["methods"]}
@@ -196,10 +200,9 @@ def join(spec: dict, make_space, storage, resume: bool) -> dict:
         try:
             studies[m] = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
-            if resume or spec["budget"] == 0:
+            if existing:
                 raise UserError(f"no study {name} in {masked(spec['storage'])} (nothing to "
-                                f"{'resume' if resume else 'report'}); check --storage and "
-                                f"--study") from None
+                                f"resume or report); check --storage and --study") from None
     for m, study in studies.items():
         have = _definition_of(study, names[m])
         source = f"study {names[m]} in {masked(spec['storage'])}"
@@ -224,7 +227,7 @@ def join(spec: dict, make_space, storage, resume: bool) -> dict:
             study = optuna.create_study(study_name=names[m], storage=storage,
                                         directions=["maximize", "minimize"])
         except optuna.exceptions.DuplicatedStudyError:  # made meanwhile by another process
-            return join({**spec, "_given": given}, make_space, storage, resume)
+            return join({**spec, "_given": given}, make_space, storage, existing)
         study.set_user_attr(ATTR, study_definition(m, spec["settings"], spec["space"][m],
                                                    spec["prune"]))
         study.set_user_attr(ATTR + "_creator", spec["worker"])
