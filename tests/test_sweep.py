@@ -285,6 +285,21 @@ def test_pruning_rule_and_front():
     assert sweep_front.best_so_far(curve, 3)[:2] == (0.7, 12.0)  # the first best, as best.pt
 
 
+def test_fronts_per_method_and_overall():
+    def rec(method, trial, acc, spikes, state="COMPLETE"):
+        return {"method": method, "trial": trial, "state": state, "val_accuracy": acc,
+                "val_spikes_to_decision": spikes}
+    records = [rec("antlr", 0, 0.9, 40.0), rec("antlr", 1, 0.8, 50.0),  # 1 dominated by 0
+               rec("antlr", 2, 0.7, 12.0), rec("antlr", 3, 0.95, 5.0, "PRUNED"),
+               rec("timing", 0, 0.85, 10.0), rec("timing", 1, 0.85, 10.0),  # equal: both
+               rec("timing", 2, 0.6, 30.0)]
+    got = [(r["method"], r["trial"], r["on_overall_front"]) for r in sweep_front.fronts(records)]
+    # per method, by spikes; antlr 2 (0.7 @ 12) is dominated overall by timing (0.85 @ 10)
+    assert got == [("antlr", 2, False), ("antlr", 0, True), ("timing", 0, True),
+                   ("timing", 1, True)]
+    assert sweep_front.front_text(sweep_front.fronts(records), "antlr") == "70.0%@12 90.0%@40"
+
+
 def ledger(tmp_path):
     storage = sweep_storage.open_storage(f"sqlite:///{tmp_path}/l.db", 60, None)
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
@@ -304,6 +319,8 @@ def test_ledger_claim_reap_retry(tmp_path):
     assert sweep_storage.reap(study, "host:/a", grace=60) == 1
     states = [t.state.name for t in study.get_trials()]
     assert states == ["COMPLETE", "FAIL", "RUNNING", "WAITING"]
+    # the queued copy holds the dead trial's place, the failed one gives it up
+    assert [sweep_storage.counted(t) for t in study.get_trials()] == [True, False, True, True]
     again = sweep_storage.claim(study, 3, "host:/a")  # the queued copy, the same settings
     assert again.number == 3 and again.suggest_float("lr", 1e-4, 1e-2, log=True) == lr
     assert study.get_trials()[3].system_attrs["retry_of"] == 1
