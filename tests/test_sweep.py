@@ -365,6 +365,23 @@ def test_search_space():
         sweep_space.check_space(sweep_space.for_method(space, m, BASE), m, BASE, _validated)
 
 
+def test_space_file(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({"lr": "1e-3:1e-2:log", "hidden": {"choices": [16, 32]},
+                                "threshold": 1.2, "latency_beta": {"low": 0.1, "high": 0.3}}))
+    space = sweep_space.resolve_space(BASE, ["threshold=1.4"], str(path))  # the flag wins
+    assert space["lr"] == {"low": 1e-3, "high": 1e-2, "log": True}
+    assert space["hidden"] == {"choices": [16, 32]} and space["threshold"] == 1.4
+    assert space["latency_beta"] == {"low": 0.1, "high": 0.3, "log": False}
+    for content, match in (("[1]", "must hold a JSON object"), ("{", "is not a JSON file"),
+                           ('{"lr": {"low": 1}}', "is not a finite number, a range")):
+        path.write_text(content)
+        with pytest.raises(ValueError, match=match):
+            sweep_space.resolve_space(BASE, None, str(path))
+    with pytest.raises(FileNotFoundError, match="--space: no file"):
+        sweep_space.resolve_space(BASE, None, str(tmp_path / "none.json"))
+
+
 @pytest.mark.parametrize("search, match", [
     ("foo=1", "unknown search setting 'foo'"),
     ("lr=1e-2:1e-4", "low 0.01 is above high 0.0001"),
