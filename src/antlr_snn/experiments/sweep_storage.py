@@ -166,7 +166,20 @@ def claim(study, budget: int, worker: str):
 
 
 class Heartbeat:
-    """Records a running trial's heartbeat every ``interval`` seconds in a thread."""
+    """Records a running trial's heartbeat every ``interval`` seconds in a thread (the first
+    at once), until :meth:`close`.
+
+    Example:
+        >>> class Storage:
+        ...     beats = []
+        ...     def record_heartbeat(self, trial_id):
+        ...         self.beats.append(trial_id)
+        >>> storage = Storage()
+        >>> beat = Heartbeat(storage, 7, interval=60)
+        >>> beat.close()
+        >>> storage.beats
+        [7]
+    """
 
     def __init__(self, storage, trial_id: int, interval: float):
         self.stop = threading.Event()

@@ -102,7 +102,23 @@ def _tell(study, trial, state, values) -> None:
 # ----------------------------------------------------------------------------- the sweep
 
 class Sweep:
-    """One process's part of a sweep: its folder, studies, data and progress display."""
+    """One process's part of a sweep: its folder, studies, data and progress display.
+
+    ``spec`` is the sweep's definition (``sweep.json``), ``studies`` maps method -> Optuna
+    study; :meth:`run` claims and trains trials until every study has ``spec["budget"]``.
+
+    Example (no trial yet):
+        >>> import optuna
+        >>> from antlr_snn.distributed import Runtime
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> spec = {"settings": {"dataset": "mnist", "seed": 0}, "space": {"antlr": {}},
+        ...         "prune": {"prune": False}, "budget": 4, "worker": "host:/runs/s",
+        ...         "sampler": "random"}
+        >>> sweep = Sweep("/runs/s", spec, {"antlr": study}, "sqlite://", True, 60,
+        ...               Runtime(device="cpu"))
+        >>> sweep.done(), sweep.records(), type(sweep.sampler(study)).__name__
+        (0, [], 'RandomSampler')
+    """
 
     def __init__(self, out, spec, studies, storage_url, quiet, heartbeat, rt):
         self.out, self.spec, self.studies, self.rt = out, spec, studies, rt
