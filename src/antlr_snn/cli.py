@@ -19,6 +19,7 @@ from antlr_snn.errors import UserError, allocation_failure, one_line
 SUBCOMMANDS = {
     "train": ("antlr_snn.experiments.train", "latency-coded image classification (Fig. 7, 8)"),
     "evaluate": ("antlr_snn.experiments.evaluate", "score a checkpoint on a test split"),
+    "sweep": ("antlr_snn.experiments.sweep", "search the settings for the accuracy-spike front"),
     "spike-train": ("antlr_snn.experiments.spike_train", "random spike-train matching (Fig. 6)"),
     "landscape": ("antlr_snn.experiments.landscape", "estimated loss landscapes (Fig. 5)"),
     "export": ("antlr_snn.experiments.export", "a checkpoint's network as a NIR graph (hardware)"),

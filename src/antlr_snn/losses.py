@@ -22,12 +22,12 @@ import math
 
 import torch
 
-from antlr_snn import kernels
+from antlr_snn import decode, kernels
 from antlr_snn.checks import check_number
 from antlr_snn.errors import UserError
 
 __all__ = ["count_loss", "spike_train_loss", "latency_loss", "at_least_one_spike_loss",
-           "no_spike_penalty", "first_spike_times", "exponential_kernel", "exponential_filter",
+           "no_spike_penalty", "spike_budget_loss", "first_spike_times", "exponential_kernel", "exponential_filter",
            "KAPPA_DERIVATIVES"]
 
 
@@ -301,3 +301,63 @@ def no_spike_penalty(layers, outs, strength: float = 100.0) -> torch.Tensor:
         total = total + (coef.reshape(*coef.shape, *([1] * (weight.dim() - coef.dim())))
                          * weight).sum()
     return total
+
+
+def spike_budget_loss(out, weight: float = 1.0, budget: float = 0.0,
+                      decision: str = None) -> torch.Tensor:
+    """Spike-budget regulariser ``weight * mean_b max(0, n_b - budget)`` (ours, not the paper's).
+
+    ``n_b`` is the number of hidden and output spikes of sample ``b``: every spiking layer of a
+    network's output ``out`` (``out.layers``; a single layer's output counts alone), summed
+    over neurons and steps. With ``decision="earliest_spike"`` only the steps up to and
+    including the first output spike count (:func:`antlr_snn.decode.decision_step`: all steps
+    when the output stays silent), which is what that decision costs
+    (:func:`antlr_snn.decode.spike_counts`'s ``to_decision``); ``None`` or ``"most_spikes"``
+    count the whole window. ``budget = 0`` makes it ``weight`` times the mean spike count.
+
+    Its only gradient is in the activation channel: ``dL/dS_l[t] = weight / B`` for every
+    layer ``l`` and every counted step ``t`` of a sample over its budget (0 at or below it,
+    and 0 on ``shift``: moving a spike changes no count). Every counted layer must therefore
+    keep that channel (``lambda_act > 0``, or ``bptt``); a layer that drops it (``timing``)
+    is refused, as ``count_loss`` is. The paper restricts spikes only through the coding (one
+    input spike per pixel), the loss targets and the earliest-spike decision; this term is
+    our addition, so that a method can trade accuracy for spikes directly.
+    """
+    _check_number("weight", weight)
+    _check_number("budget", budget)
+    if decision not in (None, *decode.DECISIONS):
+        raise UserError(f"decision must be None or one of {', '.join(decode.DECISIONS)}, "
+                        f"got {decision!r}")
+    layers = tuple(getattr(out, "layers", ()) or (out,))
+    batch = _batch_shape(layers[-1])
+    for k, layer in enumerate(layers):
+        if tuple(layer.spikes.shape[1:1 + len(batch)]) != tuple(batch):
+            raise UserError(f"layer {k} has spikes of shape {tuple(layer.spikes.shape)}, not "
+                            f"[T, {', '.join(map(str, batch))}, ...] as the output layer")
+        _require_layer_channel(layer, k, len(layers))
+    mask = None
+    if decision == "earliest_spike":
+        T = layers[-1].spikes.shape[0]
+        step = decode.decision_step(layers[-1])
+        mask = torch.arange(T, device=step.device).reshape(T, *([1] * step.dim())) <= step
+    count = 0
+    for layer in layers:
+        S = layer.spikes
+        if mask is not None:
+            S = S * mask.reshape(*mask.shape, *([1] * (S.dim() - mask.dim()))).to(S.dtype)
+        count = count + S.sum(dim=(0, *range(1 + len(batch), S.dim())))
+    return weight * torch.relu(count - budget).mean()
+
+
+def _require_layer_channel(layer, k: int, n: int) -> None:
+    """:func:`_require_channel` for one layer of a network's output."""
+    if n == 1:
+        return _require_channel(layer, "spike_budget_loss", "activation")
+    S, d = layer.spikes, layer.shift
+    V = getattr(layer, "voltage", None)
+    training = S.requires_grad or d.requires_grad or (V is not None and V.requires_grad)
+    if torch.is_grad_enabled() and training and not S.requires_grad:
+        raise UserError(f"spike_budget_loss has only an activation gradient, and spiking layer "
+                        f"{k} (method {getattr(layer, 'method', None)!r}) drops the activation "
+                        f"channel (lambda_act = 0): its spikes would get no gradient; use a "
+                        f"method with lambda_act > 0")

@@ -10,7 +10,10 @@ the gradient of the whole batch; logs, checkpoints and plots come from rank 0.
 
 Per-method presets (Sec. 4.2): ``activation``/``bptt``: count loss (targets 1/0, 10/0 on event
 data), most-spikes decision; ``timing``: latency loss + no-spike penalty, earliest spike;
-``antlr``: latency loss + at-least-one-spike term, earliest spike.
+``antlr``: latency loss + at-least-one-spike term, earliest spike. Their constants (targets,
+beta, weights, strength), the neuron's threshold, surrogate width and lambdas, and the optional
+spike-budget regulariser (:func:`antlr_snn.losses.spike_budget_loss`) are
+:class:`TrainConfig` fields whose defaults are the paper's and the authors' values.
 """
 from __future__ import annotations
 
@@ -64,6 +67,18 @@ class TrainConfig:
     t_max: int = 24
     arch: str = "fc"
     channels: list = field(default_factory=lambda: [16, 32])
+    # the neurons (every layer) and the losses; the defaults are the paper's / authors' values
+    lambda_act: float = 1.0          # antlr's channel weights (Eq. 8)
+    lambda_tim: float = 1.0
+    threshold: float = 1.0
+    surrogate_width: float = 3.0     # sigma(V) = exp(-width |V - threshold|)
+    latency_beta: float = 1.0 / 6.0  # softmax(-beta t) of the latency loss (antlr, timing)
+    at_least_one_weight: float = 0.05  # antlr's at-least-one-spike term
+    target_correct: Optional[float] = None  # count loss (activation, bptt): None = 1, 10 on events
+    target_wrong: float = 0.0
+    no_spike_strength: float = 100.0   # timing's no-spike penalty
+    spike_reg: float = 0.0           # spike-budget regulariser (losses.spike_budget_loss), 0 = off
+    spike_budget: float = 0.0
 
     @property
     def preset(self) -> dict:
@@ -71,6 +86,9 @@ class TrainConfig:
 
     @property
     def target_count(self) -> float:
+        """The count loss's target for the label's neuron."""
+        if self.target_correct is not None:
+            return float(self.target_correct)
         return 10.0 if self.dataset in EVENT_DATASETS else 1.0
 
 
@@ -151,7 +169,9 @@ def architecture(cfg: "TrainConfig", features: int, num_classes: int = 10) -> li
     ``features`` per step: ``fc`` is features-hidden-classes; ``conv`` unflattens the image,
     runs :data:`CONV_LAYERS` with ``cfg.channels`` and ends in a fully connected layer
     (through ``cfg.hidden`` sizes, if any) to the ``num_classes`` outputs."""
-    neuron = {**_neuron_defaults(), "method": cfg.method, "single_spike": cfg.single_spike}
+    neuron = {**_neuron_defaults(), "method": cfg.method, "single_spike": cfg.single_spike,
+              "lambda_act": cfg.lambda_act, "lambda_tim": cfg.lambda_tim,
+              "threshold": cfg.threshold, "surrogate_width": cfg.surrogate_width}
     if cfg.arch == "fc":
         sizes = [features, *cfg.hidden, num_classes]
         return [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
@@ -243,13 +263,27 @@ def _spike_sums(out, decision: str) -> tuple:
 
 
 def task_loss(out, labels, cfg: TrainConfig) -> torch.Tensor:
+    """The method's loss (the value logged as ``train_loss``)."""
     if cfg.preset["loss"] == "count":
         target = torch.nn.functional.one_hot(labels, out.spikes.shape[-1]).to(out.spikes.dtype)
-        return losses.count_loss(out, cfg.target_count * target)
-    loss = losses.latency_loss(out, labels)
+        wrong = cfg.target_wrong
+        return losses.count_loss(out, wrong + (cfg.target_count - wrong) * target)
+    loss = losses.latency_loss(out, labels, beta=cfg.latency_beta)
     if cfg.preset["extra"] == "at_least_one_spike":
-        loss = loss + losses.at_least_one_spike_loss(out, labels)
+        loss = loss + losses.at_least_one_spike_loss(out, labels, weight=cfg.at_least_one_weight)
     return loss
+
+
+def regularisers(net, out, cfg: TrainConfig):
+    """The terms added to the task loss for the gradient only: timing's no-spike penalty and
+    the spike-budget regulariser (``cfg.spike_reg > 0``), on the spikes the decision costs."""
+    total = 0.0
+    if cfg.preset["extra"] == "no_spike_penalty":
+        total = total + losses.no_spike_penalty(net, out, strength=cfg.no_spike_strength)
+    if cfg.spike_reg > 0:
+        total = total + losses.spike_budget_loss(out, cfg.spike_reg, cfg.spike_budget,
+                                                 decision=cfg.preset["decision"])
+    return total
 
 
 def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runtime):
@@ -266,9 +300,7 @@ def train_step(model, net, opt, batch, n_global: int, cfg: TrainConfig, rt: Runt
         y = torch.zeros(1, dtype=torch.long, device=p0.device)
     out = model(x)
     loss = task_loss(out, y, cfg)
-    total = loss
-    if cfg.preset["extra"] == "no_spike_penalty":
-        total = total + losses.no_spike_penalty(net, out)
+    total = loss + regularisers(net, out, cfg)
     # DDP averages over ranks: weigh by this rank's share so the result is the batch mean
     n_local = 0 if batch is None else len(y)
     (total * (n_local * rt.world / n_global if rt.ddp else 1.0)).backward()

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from antlr_snn.checkpoints import is_int, is_number, shown
+from antlr_snn.checks import is_real
 from antlr_snn.experiments import common
 from antlr_snn.distributed import Runtime, from_lead, setup_distributed
 from antlr_snn.errors import DataNotFound, UserError
@@ -29,7 +30,9 @@ from antlr_snn.training import (ARCHS, EVENT_DATASETS, PRESETS, TrainConfig, che
 EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
 HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
          "grad_clip", "single_spike", "seed", "trials", "max_train", "max_eval", "arch",
-         "channels")
+         "channels", "lr_step", "lr_gamma", "t_max", "lambda_act", "lambda_tim", "threshold",
+         "surrogate_width", "latency_beta", "at_least_one_weight", "target_correct",
+         "target_wrong", "no_spike_strength", "spike_reg", "spike_budget")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +64,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--num-steps", type=int, default=None, help="time steps T [100; 300 for nmnist]")
     a("--batch-size", type=int, default=None, help="global mini-batch size [16]")
     a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
+    a("--lr-step", type=int, default=None, help="StepLR: multiply the learning rate by "
+      "--lr-gamma every N epochs [10]")
+    a("--lr-gamma", type=float, default=None, help="StepLR factor, in (0, 1] [0.1]")
+    a("--config", default=None, metavar="FILE", help="take the settings from FILE, a JSON "
+      "object of run settings (a run's config.json, or the config_file of a point of a "
+      "sweep's front.json); flags given override it")
+    g = p.add_argument_group("neurons and losses (defaults: the paper's and the authors' "
+                             "values; see docs/training.md)")
+    a = g.add_argument
+    a("--threshold", type=float, default=None, help="firing threshold of every neuron [1]")
+    a("--surrogate-width", type=float, default=None, help="sigma(V) = exp(-width |V - "
+      "threshold|) [3]")
+    a("--lambda-act", type=float, default=None, help="antlr: weight of the activation "
+      "channel in Eq. 8 [1]")
+    a("--lambda-tim", type=float, default=None, help="antlr: weight of the timing channel [1]")
+    a("--t-max", type=int, default=None, help="latency code: a pixel x spikes at step "
+      "floor(t_max (1 - x)); static images only [24]")
+    a("--latency-beta", type=float, default=None, help="antlr, timing: the latency loss's "
+      "softmax(-beta t) [1/6]")
+    a("--at-least-one-weight", type=float, default=None, help="antlr: weight of the "
+      "at-least-one-spike term [0.05]")
+    a("--target-correct", type=float, default=None, help="activation, bptt: count target of "
+      "the label's neuron [1; 10 on event data]")
+    a("--target-wrong", type=float, default=None, help="activation, bptt: count target of the "
+      "other neurons [0]")
+    a("--no-spike-strength", type=float, default=None, help="timing: strength of the "
+      "no-spike penalty [100]")
+    a("--spike-reg", type=float, default=None, help="weight of the spike-budget regulariser: "
+      "weight * mean over samples of max(0, spikes to the decision - budget); any method with "
+      "an activation channel (not timing) [0: off]")
+    a("--spike-budget", type=float, default=None, help="spikes per sample the regulariser "
+      "lets pass [0]")
+    a = p.add_argument
     a("--seed", type=int, default=None, help="seed of the first trial [0]")
     a("--grad-clip", type=float, default=None, help="elementwise gradient clip, 0 = off [1.0]")
     a("--max-train", type=int, default=None, help="use N training samples (evenly spaced)")
@@ -97,6 +133,11 @@ SAVED_TYPES = {
     "lr": (is_number, "a number"), "grad_clip": (is_number, "a number"),
     "lr_gamma": (lambda v: is_number(v) and math.isfinite(v) and v > 0, "a number > 0"),
     "single_spike": (lambda v: isinstance(v, bool), "true or false"),
+    **{k: (is_number, "a number") for k in (
+        "lambda_act", "lambda_tim", "threshold", "surrogate_width", "latency_beta",
+        "at_least_one_weight", "target_wrong", "no_spike_strength", "spike_reg",
+        "spike_budget")},
+    "target_correct": (lambda v: v is None or is_number(v), "a number or null"),
     "max_train": (lambda v: v is None or is_int(v), "an integer or null"),
     "max_eval": (lambda v: v is None or is_int(v), "an integer or null"),
 }
@@ -125,6 +166,11 @@ def resolve_config(args, saved: dict | None, saved_path: str = "config.json") ->
     for flag, v in (("--checkpoint-every", args.checkpoint_every), ("--workers", args.workers)):
         _check(v >= 0, f"{flag} must be >= 0, got {v}")
     given = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
+    if getattr(args, "config", None):
+        if getattr(args, "resume", False):
+            raise UserError("--config starts a run from a settings file and --resume continues "
+                            "the run in --out with its own config.json: give one of them")
+        given = {**read_settings(args.config), **given}
     if saved is not None:
         check_saved_config(saved, saved_path)
         for k, v in given.items():
@@ -139,6 +185,36 @@ def resolve_config(args, saved: dict | None, saved_path: str = "config.json") ->
         except ValueError as exc:
             raise UserError(f"{saved_path}: bad run configuration ({exc})") from None
     return _validated(given)
+
+
+def read_settings(path: str) -> dict:
+    """The run settings in the JSON file ``path`` (``--config``): a JSON object of
+    :class:`TrainConfig` fields, each of the right type and a valid run on its own (missing
+    fields take their defaults); else one line naming the file and the problem."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as fh:
+            settings = json.load(fh)
+    except FileNotFoundError:
+        raise DataNotFound(f"--config: no settings file {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"--config: {path} is a folder; give its config.json") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = getattr(exc, "msg", None) or exc.__class__.__name__
+        raise UserError(f"--config: {path} is not valid JSON ({reason})") from None
+    if isinstance(settings, dict) and isinstance(settings.get("front"), list):
+        raise UserError(f"--config: {path} is a sweep's front, with several points; give one "
+                        f"point's config_file")
+    check_saved_config(settings, path)
+    unknown = sorted(set(settings) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise UserError(f"--config: {path} has unknown setting(s) {', '.join(unknown)} (it "
+                        f"holds the fields of a run's config.json)")
+    try:
+        _validated(settings)
+    except ValueError as exc:
+        raise UserError(f"--config: {path}: bad run settings ({exc})") from None
+    return settings
 
 
 def _validated(given: dict) -> TrainConfig:
@@ -169,10 +245,58 @@ def _validated(given: dict) -> TrainConfig:
     _check(0 <= cfg.seed and cfg.seed + cfg.trials <= 2 ** 32,
            f"--seed must be in [0, 2**32 - trials], got {cfg.seed}")
     _check(cfg.num_steps <= 100000, f"--num-steps must be <= 100000, got {cfg.num_steps}")
+    _check(is_int(cfg.lr_step, 1), f"--lr-step must be a positive integer, got {cfg.lr_step}")
+    _check(is_int(cfg.t_max, 1), f"--t-max must be a positive integer, got {cfg.t_max}")
     if dataset not in EVENT_DATASETS:
         _check(cfg.num_steps >= cfg.t_max, f"--num-steps must be >= {cfg.t_max} for the latency "
                f"code (pixels spike in the first {cfg.t_max} steps), got {cfg.num_steps}")
+    check_neurons_and_losses(cfg)
     return cfg
+
+
+#: The methods each neuron or loss setting acts on; elsewhere it must keep its default.
+APPLIES = {
+    "lambda_act": ("antlr",), "lambda_tim": ("antlr",),
+    "latency_beta": ("antlr", "timing"), "at_least_one_weight": ("antlr",),
+    "target_correct": ("activation", "bptt"), "target_wrong": ("activation", "bptt"),
+    "no_spike_strength": ("timing",),
+    "spike_reg": ("antlr", "activation", "bptt"), "spike_budget": ("antlr", "activation", "bptt"),
+    "surrogate_width": ("antlr", "activation", "bptt"),
+}
+_POSITIVE = ("threshold", "surrogate_width", "latency_beta")  # > 0; the others >= 0
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_neurons_and_losses(cfg: TrainConfig) -> None:
+    """One-line ``UserError`` for a neuron or loss setting out of range, or set (away from its
+    default) for a method it does not act on (:data:`APPLIES`)."""
+    _check(is_real(cfg.lr_gamma) and 0 < cfg.lr_gamma <= 1,
+           f"--lr-gamma must be in (0, 1], got {cfg.lr_gamma}")
+    defaults = TrainConfig()
+    for name in ("lambda_act", "lambda_tim", "threshold", "surrogate_width", "latency_beta",
+                 "at_least_one_weight", "target_correct", "target_wrong", "no_spike_strength",
+                 "spike_reg", "spike_budget"):
+        v = getattr(cfg, name)
+        if v is None:  # target_correct: the data set's default
+            continue
+        strict = name in _POSITIVE or name == "target_correct"
+        _check(is_real(v) and (v > 0 if strict else v >= 0),
+               f"{flag(name)} must be a finite number {'>' if strict else '>='} 0, got {v}")
+        if name in APPLIES and cfg.method not in APPLIES[name] and v != getattr(defaults, name):
+            raise UserError(f"{flag(name)} acts on --method {' / '.join(APPLIES[name])} only, "
+                            f"not {cfg.method}; leave it out")
+    if cfg.method == "antlr":
+        _check(cfg.lambda_tim > 0, "--lambda-tim must be > 0 for antlr: its latency loss "
+               "has only a timing gradient")
+        _check(cfg.lambda_act > 0 or (cfg.at_least_one_weight == 0 and cfg.spike_reg == 0),
+               "--lambda-act 0 drops the activation channel, through which the "
+               "at-least-one-spike term and --spike-reg act: set --at-least-one-weight 0 and "
+               "--spike-reg 0, or --lambda-act > 0")
+    _check(cfg.spike_reg > 0 or cfg.spike_budget == 0,
+           "--spike-budget needs --spike-reg > 0 (the regulariser's weight)")
 
 
 def holds_run(folder: str) -> bool:
