@@ -29,7 +29,7 @@ from antlr_snn.training import (ARCHS, EVENT_DATASETS, PRESETS, TrainConfig, che
 EMBEDDED_EPOCHS = 2  # default epochs on the embedded 4,000-digit sets (a few minutes on 2 cores)
 HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batch_size", "lr",
          "grad_clip", "single_spike", "seed", "trials", "max_train", "max_eval", "arch",
-         "channels")
+         "channels", "output_vstar_min")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       "--arch conv]")
     a("--channels", type=int, nargs=2, default=None, help="output channels of the two conv "
       "layers of --arch conv [16 32]")
+    a("--output-vstar-min", type=float, default=None, help="floor of V* in the output layer's "
+      "timing gradient dt/dV = -1/V* (Eq. 8) [1e-2, the authors'; 0.1 for antlr on event data, "
+      "see docs/reproduction.md Fig. 8]")
     a("--num-steps", type=int, default=None, help="time steps T [100; 300 for nmnist]")
     a("--batch-size", type=int, default=None, help="global mini-batch size [16]")
     a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
@@ -99,6 +102,8 @@ SAVED_TYPES = {
     "single_spike": (lambda v: isinstance(v, bool), "true or false"),
     "max_train": (lambda v: v is None or is_int(v), "an integer or null"),
     "max_eval": (lambda v: v is None or is_int(v), "an integer or null"),
+    "output_vstar_min": (lambda v: v is None or (is_number(v) and math.isfinite(v) and v > 0),
+                         "a number > 0 or null"),
 }
 
 
@@ -166,6 +171,9 @@ def _validated(given: dict) -> TrainConfig:
     _check(math.isfinite(cfg.lr) and 0 < cfg.lr <= 10, f"--lr must be in (0, 10], got {cfg.lr}")
     _check(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0,
            f"--grad-clip must be >= 0 (0 disables), got {cfg.grad_clip}")
+    _check(cfg.output_vstar_min is None or (math.isfinite(cfg.output_vstar_min)
+                                            and cfg.output_vstar_min > 0),
+           f"--output-vstar-min must be > 0, got {cfg.output_vstar_min}")
     _check(0 <= cfg.seed and cfg.seed + cfg.trials <= 2 ** 32,
            f"--seed must be in [0, 2**32 - trials], got {cfg.seed}")
     _check(cfg.num_steps <= 100000, f"--num-steps must be <= 100000, got {cfg.num_steps}")
