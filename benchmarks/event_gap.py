@@ -19,10 +19,12 @@ Writes one JSON line per probe to ``--out`` and prints a summary per epoch. Sett
 trainer fixes can be overridden to test a remedy (``--beta``, ``--alo-weight``, ``--vstar-min``,
 ``--lambda-act``, ``--lambda-tim``, ``--count-target``); the defaults are the trainer's.
 
-Example (about 2 minutes on one core)::
+Findings and tables: docs/reproduction.md, Fig. 8. Example (about 3 minutes on an idle core,
+8 on the shared 2-core machine; ``--report`` tabulates the key figures per 50 steps)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/event_gap.py --method antlr \
         --dataset nmnist-sim --max-train 2000 --max-eval 500 --epochs 2 --out gap.jsonl
+    python benchmarks/event_gap.py --report gap.jsonl --window 50
 """
 from __future__ import annotations
 
