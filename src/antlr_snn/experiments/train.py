@@ -59,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--channels", type=int, nargs=2, default=None, help="output channels of the two conv "
       "layers of --arch conv [16 32]")
     a("--output-vstar-min", type=float, default=None, help="floor of V* in the output layer's "
-      "timing gradient dt/dV = -1/V* (Eq. 8) [1e-2, the authors'; 0.1 for antlr on event data, "
-      "see docs/reproduction.md Fig. 8]")
+      "timing gradient dt/dV = -1/V* (Eq. 8) [1e-2, the authors'; 0.1 with --lr 3e-4 for antlr "
+      "on event data, see docs/reproduction.md Fig. 8]")
     a("--num-steps", type=int, default=None, help="time steps T [100; 300 for nmnist]")
     a("--batch-size", type=int, default=None, help="global mini-batch size [16]")
     a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
