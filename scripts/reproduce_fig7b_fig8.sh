@@ -19,6 +19,14 @@ for method in antlr activation timing; do
         --max-train 2000 --max-eval 500 --quiet --out "$OUT/nmnist-sim-$method"
     echo "nmnist-sim $method: $(( $(date +%s) - start )) s" | tee -a "$OUT/wall.txt"
 done
+for method in antlr timing; do  # the output V* floor for event data (reproduction.md, Fig. 8)
+    python -m antlr_snn train --dataset nmnist-sim --method "$method" --epochs 2 \
+        --max-train 2000 --max-eval 500 --output-vstar-min 0.1 --quiet \
+        --out "$OUT/nmnist-sim-$method-vstar0.1"
+done
+python -m antlr_snn train --dataset nmnist-sim --method antlr --epochs 2 --max-train 2000 \
+    --max-eval 500 --output-vstar-min 0.1 --lr 3e-4 --trials 3 --quiet \
+    --out "$OUT/nmnist-sim-antlr-vstar0.1-lr3e-4"
 python - "$OUT" <<'PY'
 import json, os, sys
 out = sys.argv[1]

@@ -149,6 +149,33 @@ def test_bptt_equals_autograd_with_reset(backend, single_spike):
     assert rel(grads(act)[0], ours[0]) > 1e-3
 
 
+@pytest.mark.parametrize("channel", ["spikes", "shift"])
+def test_a_loss_on_one_output_channel_still_feeds_both_hidden_channels(backend, channel):
+    """A loss that reads only S (a count loss under ANTLR) or only d: the hidden layer's
+    timing channel (Eq. 7, 10) is fed by the output's whole dL/dV even when no dL/dt arrives
+    at the output (it was dropped: the hidden gradient was 25% off)."""
+    net = make_net([5, 6, 4], "antlr", seed=0, lambda_act=0.7, lambda_tim=1.3, scale=3.0,
+                   offset=0.5)
+    x = random_input(30, 2, 5, p=0.4, seed=4)
+    out = net(x)
+    g = torch.Generator().manual_seed(5)
+    r = torch.randn(out.spikes.shape, generator=g)
+    (r * getattr(out, channel)).sum().backward()
+    zero = torch.zeros_like(r)
+    gs, gt = (r, zero) if channel == "spikes" else (zero, r * out.spikes.detach())
+    w_tot = [np.zeros(l.weight.shape) for l in net.layers]
+    for b in range(2):
+        wg, _, _ = ref.explicit_backward(
+            x[:, b].numpy(), [l.weight.detach().numpy() for l in net.layers],
+            [l.bias.detach().numpy() for l in net.layers],
+            [lo.spikes[:, b].detach().numpy() for lo in out.layers],
+            [lo.voltage[:, b].detach().numpy() for lo in out.layers],
+            gs[:, b].numpy(), gt[:, b].numpy(), net.layers[0].params, [(0.7, 1.3)] * 2)
+        w_tot = [a + w for a, w in zip(w_tot, wg)]
+    for layer, t in zip(net.layers, w_tot):
+        assert rel(layer.weight.grad, torch.from_numpy(t)) <= 1e-9
+
+
 @pytest.mark.parametrize("lams", [(1.0, 0.0), (0.0, 1.0)])
 def test_antlr_limits_equal_the_explicit_single_methods(backend, lams):
     """ANTLR at (1, 0) and (0, 1) against Eq. 6-10 evaluated independently with those lambdas

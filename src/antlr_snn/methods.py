@@ -55,7 +55,9 @@ def _neuron_backward(ctx, grad_s, grad_d, grad_v, S, V, I):
     if cfg.method == "bptt":
         GI, gvsum = ops.bptt_backward(grad_s, grad_v, S, V, I, c, cfg.single_spike, be)
         return GI, None, gvsum
-    want_diff = ctx.want_diff and grad_d is not None and cfg.lambda_tim != 0.0
+    # Eq. 10: the input's timing channel takes this layer's whole dL/dV, even when no dL/dt
+    # arrives here (a loss on S only) or lambda_tim = 0 here
+    want_diff = ctx.want_diff
     A, A_diff, usum = ops.lif_backward(grad_s if cfg.lambda_act != 0.0 else None,
                                        grad_d if cfg.lambda_tim != 0.0 else None, grad_v, S, V,
                                        c, cfg.single_spike, want_diff,

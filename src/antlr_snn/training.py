@@ -79,6 +79,7 @@ class TrainConfig:
     no_spike_strength: float = 100.0   # timing's no-spike penalty
     spike_reg: float = 0.0           # spike-budget regulariser (losses.spike_budget_loss), 0 = off
     spike_budget: float = 0.0
+    output_vstar_min: Optional[float] = None  # None: the neuron's 1e-2 (see architecture)
 
     @property
     def preset(self) -> dict:
@@ -168,14 +169,20 @@ def architecture(cfg: "TrainConfig", features: int, num_classes: int = 10) -> li
     """The layer description (``SpikingNetwork.spec()``) of ``cfg``'s network for inputs of
     ``features`` per step: ``fc`` is features-hidden-classes; ``conv`` unflattens the image,
     runs :data:`CONV_LAYERS` with ``cfg.channels`` and ends in a fully connected layer
-    (through ``cfg.hidden`` sizes, if any) to the ``num_classes`` outputs."""
+    (through ``cfg.hidden`` sizes, if any) to the ``num_classes`` outputs.
+
+    ``cfg.output_vstar_min`` (if set) replaces the output layer's ``vstar_min``, the floor of
+    V* in its timing gradient dt/dV = -1/V* (Eq. 8): on dense event input most output spikes
+    graze the threshold (V* < 1e-2), and their clamped -100 dominates the latency loss's
+    gradient (docs/reproduction.md, Fig. 8)."""
     neuron = {**_neuron_defaults(), "method": cfg.method, "single_spike": cfg.single_spike,
               "lambda_act": cfg.lambda_act, "lambda_tim": cfg.lambda_tim,
               "threshold": cfg.threshold, "surrogate_width": cfg.surrogate_width}
     if cfg.arch == "fc":
         sizes = [features, *cfg.hidden, num_classes]
-        return [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
+        spec = [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
                  "neuron": neuron} for a, b in zip(sizes[:-1], sizes[1:])]
+        return _output_vstar_min(spec, cfg)
     c, h, w = input_shape(features, cfg.dataset)
     spec = [{"type": "Unflatten", "shape": [c, h, w]}]
     for out, (k, stride, pad) in zip(cfg.channels, CONV_LAYERS):
@@ -187,6 +194,13 @@ def architecture(cfg: "TrainConfig", features: int, num_classes: int = 10) -> li
     sizes = [c * h * w, *cfg.hidden, num_classes]
     spec += [{"type": "LIFLayer", "in_features": a, "out_features": b, "replicas": None,
               "neuron": neuron} for a, b in zip(sizes[:-1], sizes[1:])]
+    return _output_vstar_min(spec, cfg)
+
+
+def _output_vstar_min(spec: list, cfg: "TrainConfig") -> list:
+    if cfg.output_vstar_min is not None:
+        spec[-1] = {**spec[-1], "neuron": {**spec[-1]["neuron"],
+                                           "vstar_min": float(cfg.output_vstar_min)}}
     return spec
 
 

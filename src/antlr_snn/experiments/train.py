@@ -32,7 +32,8 @@ HYPER = ("method", "dataset", "data_dir", "hidden", "num_steps", "epochs", "batc
          "grad_clip", "single_spike", "seed", "trials", "max_train", "max_eval", "arch",
          "channels", "lr_step", "lr_gamma", "t_max", "lambda_act", "lambda_tim", "threshold",
          "surrogate_width", "latency_beta", "at_least_one_weight", "target_correct",
-         "target_wrong", "no_spike_strength", "spike_reg", "spike_budget")
+         "target_wrong", "no_spike_strength", "spike_reg", "spike_budget",
+         "output_vstar_min")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       "--arch conv]")
     a("--channels", type=int, nargs=2, default=None, help="output channels of the two conv "
       "layers of --arch conv [16 32]")
+    a("--output-vstar-min", type=float, default=None, help="floor of V* in the output layer's "
+      "timing gradient dt/dV = -1/V* (Eq. 8) [1e-2, the authors'; 0.1 with --lr 3e-4 for antlr "
+      "on event data, see docs/reproduction.md Fig. 8]")
     a("--num-steps", type=int, default=None, help="time steps T [100; 300 for nmnist]")
     a("--batch-size", type=int, default=None, help="global mini-batch size [16]")
     a("--lr", type=float, default=None, help="Adam learning rate [1e-3]")
@@ -140,6 +144,8 @@ SAVED_TYPES = {
     "target_correct": (lambda v: v is None or is_number(v), "a number or null"),
     "max_train": (lambda v: v is None or is_int(v), "an integer or null"),
     "max_eval": (lambda v: v is None or is_int(v), "an integer or null"),
+    "output_vstar_min": (lambda v: v is None or (is_number(v) and math.isfinite(v) and v > 0),
+                         "a number > 0 or null"),
 }
 
 
@@ -242,6 +248,9 @@ def _validated(given: dict) -> TrainConfig:
     _check(math.isfinite(cfg.lr) and 0 < cfg.lr <= 10, f"--lr must be in (0, 10], got {cfg.lr}")
     _check(math.isfinite(cfg.grad_clip) and cfg.grad_clip >= 0,
            f"--grad-clip must be >= 0 (0 disables), got {cfg.grad_clip}")
+    _check(cfg.output_vstar_min is None or (math.isfinite(cfg.output_vstar_min)
+                                            and cfg.output_vstar_min > 0),
+           f"--output-vstar-min must be > 0, got {cfg.output_vstar_min}")
     _check(0 <= cfg.seed and cfg.seed + cfg.trials <= 2 ** 32,
            f"--seed must be in [0, 2**32 - trials], got {cfg.seed}")
     _check(cfg.num_steps <= 100000, f"--num-steps must be <= 100000, got {cfg.num_steps}")
