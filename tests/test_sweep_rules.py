@@ -99,6 +99,12 @@ def test_search_space():
     assert "spike_reg" not in sweep_space.for_method(space, "timing", BASE)
     ev = {**BASE, "dataset": "nmnist-sim", "num_steps": 300}
     assert "t_max" not in sweep_space.for_method(sweep_space.default_space(ev), "antlr", ev)
+    # the output V* floor (the event-data remedy) is searched on events, for the latency methods
+    ev_space = sweep_space.default_space(ev)
+    assert ev_space["output_vstar_min"] == {"low": 0.01, "high": 0.3, "log": True}
+    assert sweep_space.default_space(BASE)["output_vstar_min"] == 0.01
+    assert "output_vstar_min" in sweep_space.for_method(ev_space, "timing", ev)
+    assert "output_vstar_min" not in sweep_space.for_method(ev_space, "activation", ev)
     picked = sweep_space.settings_at(space, lambda name, spec: name)
     assert picked["hidden"] == ["hidden_0", "hidden_1"] and picked["latency_beta"] == "latency_beta"
     for m in ("antlr", "activation", "timing", "bptt"):

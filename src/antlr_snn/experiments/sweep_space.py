@@ -35,7 +35,7 @@ INTEGER = ("hidden", "depth", "lr_step", "t_max")
 NAMES = ("lr", "lr_step", "lr_gamma", "depth", "hidden", "lambda_act", "lambda_tim",
          "latency_beta", "at_least_one_weight", "target_correct", "target_wrong",
          "no_spike_strength", "spike_reg", "spike_budget", "threshold", "surrogate_width",
-         "t_max")
+         "t_max", "output_vstar_min")
 
 
 def default_space(base: dict) -> dict:
@@ -63,6 +63,8 @@ def default_space(base: dict) -> dict:
         "threshold": {"low": 0.5, "high": 2.0, "log": True},
         "surrogate_width": {"low": 1.0, "high": 10.0, "log": True},
         "t_max": {"low": 8, "high": min(48, int(base.get("num_steps") or 100)), "log": False},
+        # the output layer's V* floor: the remedy found for event data (reproduction.md, Fig. 8)
+        "output_vstar_min": ({"low": 0.01, "high": 0.3, "log": True} if event else 0.01),
     }
 
 

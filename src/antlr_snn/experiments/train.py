@@ -271,6 +271,7 @@ APPLIES = {
     "no_spike_strength": ("timing",),
     "spike_reg": ("antlr", "activation", "bptt"), "spike_budget": ("antlr", "activation", "bptt"),
     "surrogate_width": ("antlr", "activation", "bptt"),
+    "output_vstar_min": ("antlr", "timing"),
 }
 _POSITIVE = ("threshold", "surrogate_width", "latency_beta")  # > 0; the others >= 0
 
