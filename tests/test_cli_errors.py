@@ -169,13 +169,13 @@ def test_too_big_network_fails_before_the_run_folder(tmp_path, capsys):
 
 
 def test_failed_allocation_names_the_network(tmp_path, capsys, monkeypatch):
-    import antlr_snn.training as training
+    import antlr_snn.topology as topology
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
                            "can't allocate memory: you tried to allocate 6272000000 bytes. "
                            "Error code 12 (Cannot allocate memory)")
-    monkeypatch.setattr(training, "network_from_spec", no_memory)
+    monkeypatch.setattr(topology, "network_from_spec", no_memory)
     out = tmp_path / "x"
     fails(capsys, "train", *TINY, "--out", out,
           needles=["784-20-10 network", "tried to allocate 6272000000 bytes"])
