@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from antlr_snn.experiments import sweep_front, sweep_space, sweep_storage
-from antlr_snn.experiments.train import _validated
+from antlr_snn.experiments.train_settings import _validated
 
 
 def test_pruning_rule_and_front():

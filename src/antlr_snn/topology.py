@@ -8,11 +8,16 @@ Example:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from antlr_snn import memory
 from antlr_snn.checkpoints import CHECKPOINT_FORMAT
 from antlr_snn.data import EVENT_DATASETS
 from antlr_snn.errors import UserError, allocation_failure
 from antlr_snn.network import SpikingNetwork, describe_spec, network_from_spec
+
+if TYPE_CHECKING:  # the trainer imports this module
+    from antlr_snn.training import TrainConfig
 
 EVAL_BATCH = {True: 256, False: 32}  # static / event data; fixed so results never depend on it
 

@@ -102,7 +102,7 @@ def _flags(args, names) -> dict:
 
 def base_settings(given: dict, method: str) -> dict:
     """The fixed settings with train's defaults, checked by train's own checks."""
-    from antlr_snn.experiments.train import _validated
+    from antlr_snn.experiments.train_settings import _validated
     cfg = _validated({**given, "method": method})
     return {k: getattr(cfg, k) for k in BASE}
 
@@ -156,7 +156,7 @@ def resolve(args, out: str, saved) -> dict:
 
 
 def _spaces(methods, base, args) -> dict:
-    from antlr_snn.experiments.train import _validated
+    from antlr_snn.experiments.train_settings import _validated
     space = sweep_space.resolve_space(base, args.search, args.space)
     out = {}
     for m in methods:

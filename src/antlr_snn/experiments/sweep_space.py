@@ -10,7 +10,7 @@ number of hidden layers, whose widths ``hidden`` sets one by one) to a spec:
 
 On the command line ``--search NAME=SPEC`` writes the same as ``a:b``, ``a:b:log``, ``a,b,c``
 or ``a``; ``--space FILE`` reads a JSON object of specs. Both go over :func:`default_space`.
-A setting acts only on the methods of :data:`antlr_snn.experiments.train.APPLIES`; for the
+A setting acts only on the methods of :data:`antlr_snn.experiments.train_settings.APPLIES`; for the
 others it keeps its default. The table of defaults is in docs/training.md.
 
 Example:
@@ -151,7 +151,7 @@ def check_spec(name: str, spec):
 
 def applies(name: str, method: str, base: dict, space: dict) -> bool:
     """Whether setting ``name`` acts on ``method`` in the sweep with fixed settings ``base``."""
-    from antlr_snn.experiments.train import APPLIES
+    from antlr_snn.experiments.train_settings import APPLIES
     if name == "t_max":
         return base.get("dataset") not in EVENT_DATASETS
     if name == "hidden":
