@@ -35,11 +35,17 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def as_from_a_terminal():
+    """Ctrl-C as a terminal delivers it: a suite started in the background (``cmd &``) passes
+    SIGINT on ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_the_folder_and_the_exact_resume_command(tmp_path):
     out = tmp_path / "my run"  # a name that needs quoting
     proc = subprocess.Popen([sys.executable, "-c", PAUSING_CLI, "3", "train", *TINY, "--out",
                              str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=as_from_a_terminal)
     try:
         first = proc.stdout.readline()
         assert first == f"run folder: {out}\n"  # every run says where it writes, at once
@@ -78,7 +84,8 @@ def test_ctrl_c_in_spike_train_says_where_the_run_is(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script, "spike-train", "--iterations", "2",
                              "--trials", "2", "--steps", "30", "--hidden", "10", "10",
                              "--outputs", "2", "--quiet", "--out", str(out)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     try:
         assert proc.stdout.readline() == f"run folder: {out}\n"
         assert proc.stdout.readline().startswith("PAUSED")
