@@ -17,7 +17,7 @@ from antlr_snn.experiments import common
 ARGS = ["train", "--hidden", "100", "--lr", "3e-3", "--num-steps", "30", "--batch-size", "8",
         "--max-train", "160", "--max-eval", "60", "--epochs", "2", "--checkpoint-every", "5",
         "--quiet"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+from cli_harness import ENV, PAUSING_CLI  # noqa: E402
 
 
 def start(out, *extra):
@@ -34,22 +34,6 @@ def run_to_end(out, *extra):
     finish(start(out, *extra))
 
 
-# the CLI with training.train_step wrapped so that it announces and sleeps after step N
-PAUSING_CLI = """
-import sys, time
-import antlr_snn.training as training
-pause_at, done, step = int(sys.argv[1]), [0], training.train_step
-def pausing_step(*args, **kwargs):
-    out = step(*args, **kwargs)
-    done[0] += 1
-    if done[0] == pause_at:
-        print("PAUSED", done[0], flush=True)
-        time.sleep(3600)
-    return out
-training.train_step = pausing_step
-from antlr_snn.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 def run_and_kill(out, step, *extra):

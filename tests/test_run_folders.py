@@ -20,26 +20,7 @@ from antlr_snn import rundir
 from antlr_snn.cli import main
 from antlr_snn.errors import UserError
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY = ["--hidden", "20", "--num-steps", "30", "--batch-size", "8", "--max-train", "32",
-        "--max-eval", "16", "--epochs", "1", "--checkpoint-every", "2", "--quiet"]
-
-# the CLI with training.train_step wrapped so that it pauses after step N (or on SIGINT exits)
-PAUSING_CLI = """
-import sys, time
-import antlr_snn.training as training
-pause_at, done, step = int(sys.argv[1]), [0], training.train_step
-def pausing_step(*args, **kwargs):
-    out = step(*args, **kwargs)
-    done[0] += 1
-    if done[0] == pause_at:
-        print("PAUSED", flush=True)
-        time.sleep(3600)
-    return out
-training.train_step = pausing_step
-from antlr_snn.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
+from cli_harness import ENV, PAUSING_CLI, TINY  # noqa: E402
 
 
 def paused_run(out, step=3, *extra, cwd=None):

@@ -14,31 +14,9 @@ import numpy as np
 from antlr_snn.experiments import common
 from antlr_snn.experiments import spike_train as st
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY = ["--hidden", "20", "--num-steps", "30", "--batch-size", "8", "--max-train", "32",
-        "--max-eval", "16", "--epochs", "1", "--checkpoint-every", "2", "--quiet"]
-
-PAUSING_CLI = """
-import sys, time
-import antlr_snn.training as training
-pause_at, done, step = int(sys.argv[1]), [0], training.train_step
-def pausing_step(*args, **kwargs):
-    out = step(*args, **kwargs)
-    done[0] += 1
-    if done[0] == pause_at:
-        print("PAUSED", flush=True)
-        time.sleep(3600)
-    return out
-training.train_step = pausing_step
-from antlr_snn.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
+from cli_harness import ENV, PAUSING_CLI, TINY, as_from_a_terminal  # noqa: E402
 
 
-def as_from_a_terminal():
-    """Ctrl-C as a terminal delivers it: a suite started in the background (``cmd &``) passes
-    SIGINT on ignored, and Python then never raises KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_prints_the_folder_and_the_exact_resume_command(tmp_path):
