@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from antlr_snn import LIF, Flatten, LIFConv2d, LIFLayer, SpikingNetwork, kernels
+from antlr_snn.errors import UserError
 from antlr_snn.neuron import LIFParameters, method_config
 
 F64 = torch.float64
@@ -299,6 +300,13 @@ def test_binary_check():
     with kernels.use_backend("reference"):
         assert kernels.binary_check(x) is None and kernels.binary_check(y) == "nan"
     assert kernels.binary_check(x.to(torch.uint8)) is None
+    # a forced backend that cannot take a tensor: the check gives way, a kernel call refuses
+    bad = y.to(torch.float16)
+    with kernels.use_backend("numba"):
+        assert kernels.binary_check(bad) == "nan"
+        assert kernels.binary_check(x.to(torch.int8)) is None
+        with pytest.raises(UserError, match="'numba' cannot run on cpu float16"):
+            kernels.backend_for(bad)
 
 
 def test_surrogate_bit_identical():

@@ -11,6 +11,9 @@ Every backend implements :class:`Backend` (the equations are those of
   reset path;
 * ``binary_check(x) -> None | "nan" | "nonbinary"``.
 
+A backend's methods take only tensors that its ``supports`` accepts; they never hand a call on
+to another backend.
+
 Backends with ``fuses_dense = True`` (``"numba"``) also run a fully connected layer in one
 piece (``dense_forward`` / ``dense_backward``), gathering weight rows per input spike.
 
@@ -153,17 +156,22 @@ def use_backend(name: str):
         _choice = old
 
 
-def backend_for(*tensors: Optional[torch.Tensor]):
-    """The backend that runs a call on ``tensors`` (the one place where it is chosen)."""
+def backend_for(*tensors: Optional[torch.Tensor], strict: bool = True):
+    """The backend that runs a call on ``tensors`` (the one place where it is chosen). A
+    forced backend that cannot take them is an error, or with ``strict=False`` (the input
+    checks, which must run on any tensor) gives way to the automatic choice."""
+    given = [t for t in tensors if t is not None]
     if _choice != "auto":
         backend = get(_choice)
-        for t in tensors:
-            if t is not None and not backend.supports(t):
+        for t in given:
+            if not backend.supports(t):
+                if not strict:
+                    return _auto(given)
                 raise UserError(f"kernel backend {_choice!r} cannot run on {t.device.type} "
                                 f"{str(t.dtype).replace('torch.', '')} tensors; use "
                                 f"kernels.use_backend('auto')")
         return backend
-    return _auto([t for t in tensors if t is not None])
+    return _auto(given)
 
 
 def _auto(tensors):
@@ -178,10 +186,7 @@ def _auto(tensors):
 def binary_check(x: torch.Tensor) -> Optional[str]:
     """``None`` if every entry of ``x`` is 0 or 1, else ``"nan"`` or ``"nonbinary"``: one pass
     of the chosen backend where it takes ``x``, else of the automatic choice."""
-    backend = _load(_choice) if _choice != "auto" else None
-    if backend is None or not backend.supports(x):
-        backend = _auto((x,))
-    return backend.binary_check(x)
+    return backend_for(x, strict=False).binary_check(x)
 
 
 def set_checks(enabled: bool) -> None:

@@ -235,9 +235,6 @@ class NumbaBackend:
     def binary_check(self, x: torch.Tensor) -> Optional[str]:
         if x.numel() == 0:
             return None
-        if not self.supports(x):
-            from antlr_snn.kernels.reference import ReferenceBackend
-            return ReferenceBackend().binary_check(x)
         code = nk.binary_check(_np(x).reshape(-1))
         return (None, "nan", "nonbinary")[int(code)]
 

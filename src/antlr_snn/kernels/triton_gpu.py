@@ -364,9 +364,6 @@ class TritonBackend:
     def binary_check(self, x: torch.Tensor) -> Optional[str]:
         if x.numel() == 0:
             return None
-        if not self.supports(x):
-            from antlr_snn.kernels.reference import ReferenceBackend
-            return ReferenceBackend().binary_check(x)
         flat = x.detach().contiguous()
         flag = torch.zeros(1, dtype=torch.int32, device=x.device)
         block = 4096 if INTERPRETED else 1024
