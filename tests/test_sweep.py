@@ -273,6 +273,42 @@ def test_pruned_trials(tmp_path, monkeypatch, one_thread):
     assert [r["epochs_run"] for r in rows(out)] == ["2", "1", "2"]
 
 
+def test_enqueue_tries_a_known_point_first(swept, tmp_path, one_thread):
+    known = sorted(load(swept).get_trials(), key=lambda t: t.values[0])[-1]  # the most accurate
+    src = os.path.join(known.user_attrs["dir"], "config.json")
+    out = tmp_path / "q"
+    sweep("--budget", "2", "--no-prune", *TINY, "--out", out, "--enqueue", src)
+    trials = load(out).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params == known.params  # the file's values, trained first
+    assert trials[0].values == pytest.approx(known.values)  # the same run, the same result
+    assert trials[1].params != known.params
+    # resumed with the same file: it is not queued twice, the budget holds
+    sweep("--resume", "--out", out, "--enqueue", src, "--quiet")
+    assert len(load(out).get_trials()) == 2
+
+
+def test_enqueue_errors(swept, tmp_path, capsys):
+    src = json.loads(open(os.path.join(load(swept).trials[0].user_attrs["dir"],
+                                       "config.json")).read())
+    other = json.loads(open(os.path.join(load(swept, "activation").trials[0].user_attrs["dir"],
+                                         "config.json")).read())
+    cases = [({**src, "lr": 0.5}, [], "lr = 0.5 lies outside the searched [0.003, 0.01]"),
+             ({**src, "hidden": [24, 24]}, [], "2 hidden layer(s), the sweep's depth is 1"),
+             (other, [], "trains activation, which this sweep does not search (--method "
+                         "antlr)"),
+             (src, ["--report"], "--report runs no trial; leave out --enqueue"),
+             ({**src, "lr": "fast"}, [], 'bad "lr"')]
+    for k, (settings, extra, match) in enumerate(cases):
+        path = tmp_path / f"c{k}.json"
+        path.write_text(json.dumps(settings))
+        rc = main(["sweep", "--budget", "2", *TINY, "--out", str(tmp_path / "x"), *extra,
+                   "--enqueue", str(path)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and match in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "x").exists()  # nothing written, no study made
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--budget", "0"], "--budget must be >= 1"),
     (["--resume"], "--resume needs --out"),

@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--space", default=None, metavar="FILE", help="JSON object of NAME: spec over the "
       "default space")
     a("--sampler", choices=SAMPLERS, default=None, help="Optuna sampler [tpe]")
+    a("--enqueue", nargs="+", default=None, metavar="FILE", help="settings files (a run's "
+      "config.json, e.g. a front point of another sweep) whose searched values are tried "
+      "first, in the study of their method; each counts in --budget, once")
     a("--no-prune", dest="prune", action="store_false", default=None, help="train every trial "
       "to the end")
     a("--prune-warmup", type=int, default=None, help="first epoch after which a trial may be "
@@ -175,11 +178,27 @@ def _check_args(args) -> None:
     f = args.prune_fraction
     if f is not None and not 0 < f <= 1:
         raise UserError(f"--prune-fraction must be in (0, 1], got {f}")
+    if args.report and args.enqueue:
+        raise UserError("--report runs no trial; leave out --enqueue")
     if args.resume and not args.out:
         raise UserError("--resume needs --out DIR, the folder of the sweep to continue")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("antlr-snn sweep runs in one process; start several sweep processes "
                         "on one --storage instead of torchrun")
+
+
+def _enqueued(path: str, spec: dict) -> tuple:
+    """``--enqueue FILE``: the method of the settings in ``path`` and the trial parameters
+    that reproduce them in that method's space."""
+    import dataclasses
+
+    from antlr_snn.experiments.train_settings import _validated, read_settings
+    cfg = _validated(read_settings(path, "--enqueue"))
+    if cfg.method not in spec["methods"]:
+        raise UserError(f"--enqueue: {path} trains {cfg.method}, which this sweep does not "
+                        f"search (--method {' '.join(spec['methods'])})")
+    return cfg.method, sweep_space.params_of(spec["space"][cfg.method],
+                                             dataclasses.asdict(cfg), f"--enqueue: {path}")
 
 
 def holds_sweep(folder: str) -> bool:
@@ -218,6 +237,9 @@ def run(args) -> int:
                                lambda study, t: retry(study, t))
         studies = join(spec, lambda m, base: _spaces([m], base, args)[m], storage,
                        args.resume or args.report)
+        queued = [_enqueued(path, spec) for path in args.enqueue or ()]
+        for method, params in queued:  # all read and checked before any is queued
+            studies[method].enqueue_trial(params, skip_if_exists=True)
         rt = Runtime(device=device, checkpoint_every=args.checkpoint_every, progress=False,
                      verbose=False, resume=False)
         sweep = Sweep(out, spec, studies, url, args.quiet, args.heartbeat, rt)

@@ -228,3 +228,49 @@ def check_space(space: dict, method: str, base: dict, validate) -> None:
             except UserError as exc:
                 raise UserError(f"search setting {name!r} = {v} cannot train {method}: "
                                 f"{exc}") from None
+
+
+def params_of(space: dict, settings: dict, where: str) -> dict:
+    """The trial parameters (the names :func:`settings_at` picks) that reproduce the run
+    ``settings`` (every field of a :class:`~antlr_snn.training.TrainConfig`) in ``space``:
+    its value of every searched setting, which must lie in the searched range or among the
+    choices; else one line naming ``where`` and the setting. Fixed settings of the space are
+    not compared: the sweep's own apply.
+
+    >>> space = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "threshold": 1.5, "depth": 1,
+    ...          "hidden": {"low": 32, "high": 800, "log": True}}
+    >>> params_of(space, {"lr": 3e-4, "threshold": 1.0, "hidden": [624]}, "f.json")
+    {'lr': 0.0003, 'hidden_0': 624}
+    >>> params_of(space, {"lr": 0.1, "hidden": [624]}, "f.json")
+    Traceback (most recent call last):
+    antlr_snn.errors.UserError: f.json: lr = 0.1 lies outside the searched [0.0001, 0.01]
+    """
+    params = {}
+
+    def take(name, spec, v):
+        base = "hidden" if name.startswith("hidden_") else name
+        if not (is_int(v) if base in INTEGER else is_real(v)):
+            raise UserError(f"{where}: {base} = {shown(v)} is not a value the sweep searches")
+        if "choices" in spec:
+            if v not in spec["choices"]:
+                raise UserError(f"{where}: {base} = {v} is not one of the searched choices "
+                                f"{spec['choices']}")
+        elif not spec["low"] <= v <= spec["high"]:
+            raise UserError(f"{where}: {base} = {v} lies outside the searched "
+                            f"[{spec['low']}, {spec['high']}]")
+        params[name] = v
+
+    for name in NAMES:
+        spec = space.get(name)
+        if isinstance(spec, dict) and name not in ("hidden", "depth"):
+            take(name, spec, settings.get(name))
+    depth = space.get("depth", 1)
+    hidden = list(settings.get("hidden") or [])
+    if isinstance(depth, dict):
+        take("depth", depth, len(hidden))
+    elif depth and len(hidden) != depth:
+        raise UserError(f"{where}: {len(hidden)} hidden layer(s), the sweep's depth is {depth}")
+    if depth and isinstance(space.get("hidden"), dict):
+        for i, width in enumerate(hidden):
+            take(f"hidden_{i}", space["hidden"], width)
+    return params

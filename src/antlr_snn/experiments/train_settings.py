@@ -105,33 +105,33 @@ def resolve_config(args, saved: dict | None, saved_path: str = "config.json") ->
     return _validated(given)
 
 
-def read_settings(path: str) -> dict:
-    """The run settings in the JSON file ``path`` (``--config``): a JSON object of
-    :class:`TrainConfig` fields, each of the right type and a valid run on its own (missing
-    fields take their defaults); else one line naming the file and the problem."""
+def read_settings(path: str, flag: str = "--config") -> dict:
+    """The run settings in the JSON file ``path`` (``--config``, or the option ``flag``): a
+    JSON object of :class:`TrainConfig` fields, each of the right type and a valid run on its
+    own (missing fields take their defaults); else one line naming the file and the problem."""
     import json
     try:
         with open(path, encoding="utf-8") as fh:
             settings = json.load(fh)
     except FileNotFoundError:
-        raise DataNotFound(f"--config: no settings file {path}") from None
+        raise DataNotFound(f"{flag}: no settings file {path}") from None
     except IsADirectoryError:
-        raise UserError(f"--config: {path} is a folder; give its config.json") from None
+        raise UserError(f"{flag}: {path} is a folder; give its config.json") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         reason = getattr(exc, "msg", None) or exc.__class__.__name__
-        raise UserError(f"--config: {path} is not valid JSON ({reason})") from None
+        raise UserError(f"{flag}: {path} is not valid JSON ({reason})") from None
     if isinstance(settings, dict) and isinstance(settings.get("front"), list):
-        raise UserError(f"--config: {path} is a sweep's front, with several points; give one "
+        raise UserError(f"{flag}: {path} is a sweep's front, with several points; give one "
                         f"point's config_file")
     check_saved_config(settings, path)
     unknown = sorted(set(settings) - {f.name for f in fields(TrainConfig)})
     if unknown:
-        raise UserError(f"--config: {path} has unknown setting(s) {', '.join(unknown)} (it "
+        raise UserError(f"{flag}: {path} has unknown setting(s) {', '.join(unknown)} (it "
                         f"holds the fields of a run's config.json)")
     try:
         _validated(settings)
     except ValueError as exc:
-        raise UserError(f"--config: {path}: bad run settings ({exc})") from None
+        raise UserError(f"{flag}: {path}: bad run settings ({exc})") from None
     return settings
 
 
