@@ -10,7 +10,9 @@ Layouts: a time series is ``[T, M, N]`` with ``M`` rows (the flattened batch, re
 Row ``m`` of a step belongs to replica ``(m // rows_per_rep) % R``. Rows are independent: each
 row kernel ``*_rows`` has a serial driver and a parallel one (``prange``, numba's threads),
 and the caller picks the parallel one for large work.
-Sparse spikes are CSR over the ``T * M`` rows: ``rowptr[T*M+1]``, column ``idx`` and ``val``.
+Sparse spikes are CSR over the ``T * M`` rows: ``rowptr[T*M+1]``, column ``idx`` and ``val``;
+the synapse's event kernels (CSR scan, weight and input gradients) are in
+:mod:`antlr_snn.kernels._numba_synapse`.
 
 All kernels are compiled with ``cache=True`` into the user cache folder that
 :mod:`antlr_snn.kernels.numba_cpu` sets: the first call in a fresh environment compiles (a few
@@ -26,33 +28,6 @@ from numba import njit, prange
 AI, AV, BI, BV, BB, TH, SCALE, WIDTH, VMIN, LACT, LTIM, ONE, ZERO, HALF = range(14)
 
 
-@njit(cache=True, nogil=True)
-def scan_events(s, max_nnz, rowptr, idx, val):
-    """CSR of the nonzeros of ``s [rows, K]``; returns nnz, or -1 once it exceeds ``max_nnz``."""
-    rows, K = s.shape
-    nnz = 0
-    rowptr[0] = 0
-    B = 64
-    for m in range(rows):
-        sm = s[m]
-        for k0 in range(0, K, B):
-            blk = sm[k0:min(k0 + B, K)]
-            cnt = 0
-            for k in range(blk.size):  # vectorised (integer) test: is the block all zeros?
-                cnt += blk[k] != 0
-            if cnt != 0:
-                for k in range(blk.size):
-                    x = blk[k]
-                    if x != 0:
-                        if nnz >= max_nnz:
-                            return -1
-                        idx[nnz] = k0 + k
-                        val[nnz] = x
-                        nnz += 1
-        rowptr[m + 1] = nnz
-    return nnz
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _gather_row(rowptr, idx, val, wr, row, out):
     """``out = sum_e val[e] wr[idx[e]]`` over the events of CSR row ``row`` (``wr [K, N]``)."""
@@ -66,87 +41,13 @@ def _gather_row(rowptr, idx, val, wr, row, out):
 
 
 @njit(cache=True, nogil=True)
-def project_csr(rowptr, idx, val, wt, rows_per_rep, out):
-    """``out[m] = sum_e val[e] wt[r, idx[e]]`` over the events of row m; ``wt [R, K, N]``."""
-    rows = out.shape[0]
-    R = wt.shape[0]
-    for m in range(rows):
-        _gather_row(rowptr, idx, val, wt[(m // rows_per_rep) % R], m, out[m])
-
-
-@njit(cache=True, nogil=True)
-def bucket_events(rowptr, idx, val, rows_per_rep, R, K):
-    """The CSR events regrouped by (replica, input column): ``(start, erow, evals)`` with the
-    events of column ``c = r * K + k`` at ``start[c]:start[c + 1]``, in increasing row order."""
-    rows = rowptr.size - 1
-    nnz = rowptr[rows]
-    start = np.zeros(R * K + 1, dtype=np.int64)
-    for m in range(rows):
-        r = (m // rows_per_rep) % R
-        for e in range(rowptr[m], rowptr[m + 1]):
-            start[r * K + idx[e] + 1] += 1
-    for i in range(R * K):
-        start[i + 1] += start[i]
-    fill = start[:-1].copy()
-    erow = np.empty(nnz, dtype=np.int64)
-    evals = np.empty(nnz, dtype=val.dtype)
-    for m in range(rows):
-        r = (m // rows_per_rep) % R
-        for e in range(rowptr[m], rowptr[m + 1]):
-            c = r * K + idx[e]
-            erow[fill[c]] = m
-            evals[fill[c]] = val[e]
-            fill[c] += 1
-    return start, erow, evals
-
-
-@njit(cache=True, nogil=True)
-def weight_grad_blocks(start, erow, evals, a, g, b0, b1):
-    """``g[r, :, k] = sum over events (m, k) of val a[m]`` (the weight gradient ``A^T S``) for
-    the column blocks ``b0 <= b < b1`` of 16 columns (numbered over all replicas).
-
-    ``g [R, N, K]`` is written directly in the weight's layout: a block's columns are summed
-    in a small contiguous buffer, then written transposed. Blocks are independent, so ranges
-    of them may run in parallel threads.
-    """
-    N = a.shape[1]
-    R, _, K = g.shape
-    KB = 16
-    nb = (K + KB - 1) // KB
-    buf = np.zeros((KB, N), dtype=g.dtype)
-    for b in range(b0, min(b1, R * nb)):
-        r = b // nb
-        k0 = (b % nb) * KB
-        k1 = min(k0 + KB, K)
-        gr = g[r]
-        c0 = r * K + k0
-        if start[c0] == start[r * K + k1]:  # no spikes in these columns
-            for n in range(N):
-                for k in range(k0, k1):
-                    gr[n, k] = 0
-            continue
-        for kk in range(k1 - k0):
-            bk = buf[kk]
-            for n in range(N):
-                bk[n] = 0
-            for q in range(start[c0 + kk], start[c0 + kk + 1]):
-                am = a[erow[q]]
-                v = evals[q]
-                for n in range(N):
-                    bk[n] += v * am[n]
-        for n in range(N):
-            for kk in range(k1 - k0):
-                gr[n, k0 + kk] = buf[kk, n]
-
-
-@njit(cache=True, nogil=True)
 def _lif_row(x, sparse, rowptr, idx, val, wt, bias, rows_per_rep, c, single_spike,
              keep_current, S, V, I, m):
     """Eq. 1-3 for all steps of row ``m``; mirrors :func:`antlr_snn.neuron.lif_forward`.
 
     The synaptic input (before the beta_i scale) is ``x [T, M, N]``, or with ``sparse`` it is
     gathered step by step from the CSR spikes and ``wt [R, K, N]`` exactly as
-    :func:`project_csr` would, without storing it. ``bias [Rb, N]``: row m uses
+    a dense projection would, without storing it. ``bias [Rb, N]``: row m uses
     ``bias[(m // rows_per_rep) % Rb]``. Single-spike neurons are held at reset (V = I = 0)
     after their spike. With ``keep_current`` also stores I.
     """
@@ -232,7 +133,7 @@ def _adjoint_row(gs, sig, gd, gv, S, V, c, flags, A, Ad, usum, m):
     ai, av, bv = c[AI], c[AV], c[BV]
     vmin = c[VMIN]
     lact, ltim = c[LACT], c[LTIM]
-    one, zero, half = c[ONE], c[ZERO], c[HALF]
+    one, zero = c[ONE], c[ZERO]
     use_act, use_tim, use_gv, single = flags[0], flags[1], flags[2], flags[3]
     want_ad, central = flags[4], flags[5]
     u = np.zeros(N, dtype=S.dtype)
@@ -389,61 +290,6 @@ def bptt_backward_parallel(gs, gv, sig, S, V, I, c, flags, GI, gvsum):
         _bptt_row(gs, gv, sig, S, V, I, c, flags, GI, gvsum, m)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _vec_mat(v, wr, acc):
-    """``acc[k] = sum_j v[j] wr[j, k]`` (a row of the input gradient), accumulated in order."""
-    for k in range(acc.shape[0]):
-        acc[k] = 0
-    for j in range(v.shape[0]):
-        vj = v[j]
-        wj = wr[j]
-        for k in range(acc.shape[0]):
-            acc[k] += vj * wj[k]
-
-
-@njit(cache=True, nogil=True)
-def input_grads(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, want_d, gs, gd,
-                m0, m1):
-    """Gradients for the layer below when this layer is narrow (few neurons, N <= 64).
-
-    ``gs[m] = beta_i (a[m] @ w[r])`` (activation channel) and
-    ``gd[m] = (-beta_i (ad[m] @ w[r])) * s[m]`` (timing channel), row by row, ``w [R, N, K]``;
-    one pass instead of two dense products and three elementwise passes. With ``sparse`` (the
-    CSR of ``s``) ``gd`` is computed only at the spikes and is 0 elsewhere (where the dense
-    formula gives +-0, or NaN for a non-finite ``ad``).
-    """
-    rows, N = a.shape
-    R, _, K = w.shape
-    bi = c[BI]
-    mbi = -bi
-    zero = c[ZERO]
-    acc = np.empty(K, dtype=gs.dtype)
-    for m in range(m0, min(m1, rows)):
-        r = (m // rows_per_rep) % R
-        if want_s:
-            _vec_mat(a[m], w[r], acc)
-            gsm = gs[m]
-            for k in range(K):
-                gsm[k] = acc[k] * bi
-        if want_d and sparse:
-            adm = ad[m]
-            gdm = gd[m]
-            for k in range(K):
-                gdm[k] = zero
-            for e in range(rowptr[m], rowptr[m + 1]):
-                k = idx[e]
-                dot = zero
-                for j in range(N):
-                    dot += adm[j] * w[r, j, k]
-                gdm[k] = dot * mbi * val[e]
-        elif want_d:
-            _vec_mat(ad[m], w[r], acc)
-            gdm = gd[m]
-            sm = s[m]
-            for k in range(K):
-                gdm[k] = acc[k] * mbi * sm[k]
-
-
 @njit(cache=True, nogil=True)
 def binary_check(s):
     """0 if every entry of the flat array ``s`` is 0 or 1, 1 if one is NaN, else 2."""
@@ -472,23 +318,6 @@ def surrogate_arg(v, c, out, i0, i1):
 
 # --------------------------------------------------------------------------- parallel drivers
 # Each splits a range kernel's work into ``n`` contiguous chunks, one per numba thread.
-
-@njit(cache=True, nogil=True, parallel=True)
-def weight_grad_parallel(start, erow, evals, a, g, nblocks, n):
-    """:func:`weight_grad_blocks` over blocks ``[0, nblocks)``, ``n`` chunks in parallel."""
-    for k in prange(n):
-        weight_grad_blocks(start, erow, evals, a, g, nblocks * k // n, nblocks * (k + 1) // n)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def input_grads_parallel(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, want_d,
-                         gs, gd, n):
-    """:func:`input_grads` over every row, ``n`` chunks of rows in parallel."""
-    rows = a.shape[0]
-    for k in prange(n):
-        input_grads(a, ad, w, s, sparse, rowptr, idx, val, rows_per_rep, c, want_s, want_d, gs,
-                    gd, rows * k // n, rows * (k + 1) // n)
-
 
 @njit(cache=True, nogil=True, parallel=True)
 def surrogate_arg_parallel(v, c, out, n):

@@ -46,6 +46,7 @@ if not os.environ.get("NUMBA_CACHE_DIR"):  # the user's own choice wins
     numba.config.CACHE_DIR = _cache_dir()
 
 from antlr_snn.kernels import _numba as nk  # noqa: E402 (after the cache folder is set)
+from antlr_snn.kernels import _numba_synapse as nks  # noqa: E402
 
 __all__ = ["NumbaBackend", "Events", "SPARSE_MAX_DENSITY", "NARROW_LAYER", "PARALLEL_MIN_WORK"]
 
@@ -247,7 +248,7 @@ class NumbaBackend:
         rowptr = torch.empty(s2.shape[0] + 1, dtype=torch.int64)
         idx = torch.empty(cap, dtype=torch.int32)
         val = torch.empty(cap, dtype=s.dtype)
-        nnz = nk.scan_events(s2, cap, rowptr.numpy(), idx.numpy(), val.numpy())
+        nnz = nks.scan_events(s2, cap, rowptr.numpy(), idx.numpy(), val.numpy())
         if nnz < 0:
             rowptr[-1] = -1
         return Events(rowptr, idx, val)
@@ -298,15 +299,15 @@ class NumbaBackend:
         rpr = max(1, s_in.shape[2]) if replicas else max(1, math.prod(s_in.shape[1:-1]))
         nnz = ev.nnz
         g = torch.empty(R, n_out, k, dtype=A.dtype)
-        start, erow, evals = nk.bucket_events(ev.rowptr.numpy(), ev.idx.numpy()[:nnz],
+        start, erow, evals = nks.bucket_events(ev.rowptr.numpy(), ev.idx.numpy()[:nnz],
                                               ev.val.numpy()[:nnz], rpr, R, k)
         blocks = R * ((k + 15) // 16)
         a2 = _np(A).reshape(-1, n_out)
         n = _threads(g.numel())
         if n > 1:
-            nk.weight_grad_parallel(start, erow, evals, a2, g.numpy(), blocks, n)
+            nks.weight_grad_parallel(start, erow, evals, a2, g.numpy(), blocks, n)
         else:
-            nk.weight_grad_blocks(start, erow, evals, a2, g.numpy(), 0, blocks)
+            nks.weight_grad_blocks(start, erow, evals, a2, g.numpy(), 0, blocks)
         return g if replicas else g[0]
 
     def _narrow_input_grads(self, A, A_diff, weight, s_in, ev, p, want_s, want_d):
@@ -331,9 +332,9 @@ class NumbaBackend:
                 flat(gs, K), flat(gd, K))
         n = _threads(s_in.numel())
         if n > 1:
-            nk.input_grads_parallel(*args, n)
+            nks.input_grads_parallel(*args, n)
         else:
-            nk.input_grads(*args, 0, A2.shape[0])
+            nks.input_grads(*args, 0, A2.shape[0])
         return gs, gd
 
 
