@@ -158,13 +158,14 @@ def use_backend(name: str):
 
 def backend_for(*tensors: Optional[torch.Tensor], strict: bool = True):
     """The backend that runs a call on ``tensors`` (the one place where it is chosen). A
-    forced backend that cannot take them is an error, or with ``strict=False`` (the input
-    checks, which must run on any tensor) gives way to the automatic choice."""
+    forced backend that is unavailable or cannot take them is an error, or with
+    ``strict=False`` (the input checks, which must run on any tensor) gives way to the
+    automatic choice."""
     given = [t for t in tensors if t is not None]
     if _choice != "auto":
-        backend = get(_choice)
+        backend = get(_choice) if strict else _load(_choice)
         for t in given:
-            if not backend.supports(t):
+            if backend is None or not backend.supports(t):
                 if not strict:
                     return _auto(given)
                 raise UserError(f"kernel backend {_choice!r} cannot run on {t.device.type} "
