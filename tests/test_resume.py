@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from antlr_snn.experiments import common
 ARGS = ["train", "--hidden", "100", "--lr", "3e-3", "--num-steps", "30", "--batch-size", "8",
         "--max-train", "160", "--max-eval", "60", "--epochs", "2", "--checkpoint-every", "5",
         "--quiet"]
-from cli_harness import ENV, PAUSING_CLI  # noqa: E402
+from cli_harness import ENV, PAUSING_CLI, sigkill_when_paused  # noqa: E402
 
 
 def start(out, *extra):
@@ -42,18 +41,7 @@ def run_and_kill(out, step, *extra):
     proc = subprocess.Popen([sys.executable, "-c", PAUSING_CLI, str(step), *ARGS, "--out",
                              str(out), *extra], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        for line in proc.stdout:
-            if line.startswith("PAUSED"):
-                break
-        else:
-            pytest.fail(f"run ended (rc {proc.wait()}) without pausing at step {step}")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
+    sigkill_when_paused(proc, f"the run to pause at step {step}")
 
 
 def strip_timing(obj):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import torch
 
 from antlr_snn.cli import main
 from antlr_snn.experiments import sweep_front
+from cli_harness import sigkill_when_paused
 
 TINY = ["--epochs", "2", "--max-train", "96", "--max-eval", "40", "--num-steps", "30",
         "--search", "hidden=24:48", "--search", "threshold=0.3:0.5",
@@ -172,16 +172,7 @@ def test_resume_after_sigkill(tmp_path, digits, one_thread):
     out = tmp_path / "k"
     args = ["--budget", "3", *TINY, "--out", out]
     # 96 samples / batch 16 = 6 steps per epoch, 12 per trial: step 18 is in trial 1
-    proc = wrapped(digits, 0, 18, "sweep", *args)
-    try:
-        assert proc.stdout.readline().startswith("PAUSED"), proc.stderr.read()[-2000:]
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
+    sigkill_when_paused(wrapped(digits, 0, 18, "sweep", *args), "the sweep")
     study = load(out)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "RUNNING"]
     first = study.trials[0]
